@@ -1,0 +1,38 @@
+"""graphopt: a compiler-style graph transformation framework for neural-network compression.
+
+The core (IR, op registry, interpreter, rewriter, pass manager) needs only numpy; frontends and
+backends load torch and onnx on first use, so `import graphopt` stays fast."""
+
+from graphopt.analysis import Cost, graph_cost
+from graphopt.errors import (
+    GraphoptError,
+    InterpretError,
+    IRError,
+    OpError,
+    ParseError,
+    PipelineError,
+    ShapeError,
+    VerifyError,
+)
+from graphopt.interp import Interpreter, interpret
+from graphopt.ir import DType, Graph, Node, TensorType, Value, load, parse, print_graph, save, verify
+from graphopt.ops import Attr, AttrKind, ChannelRule, OpDef, get_op, register_op, registered_ops
+from graphopt.pipeline import (
+    Contract,
+    Pass,
+    PassContext,
+    PassResult,
+    bisect,
+    register_pass,
+    run_pipeline,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Attr", "AttrKind", "ChannelRule", "Contract", "Cost", "DType", "Graph", "GraphoptError", "IRError",
+    "InterpretError", "Interpreter", "Node", "OpDef", "OpError", "ParseError", "Pass", "PassContext",
+    "PassResult", "PipelineError", "ShapeError", "TensorType", "Value", "VerifyError", "bisect",
+    "get_op", "graph_cost", "interpret", "load", "parse", "print_graph", "register_op", "register_pass",
+    "registered_ops", "run_pipeline", "save", "verify",
+]

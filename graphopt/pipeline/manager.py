@@ -1,0 +1,153 @@
+"""The pass manager: runs a pipeline, verifies after each pass, caches analyses, drives
+instruments, and reports per-pass time, node counts and whether the pass changed anything."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from graphopt.errors import GraphoptError, PipelineError, VerifyError
+from graphopt.ir.graph import Graph
+from graphopt.ir.node import Node
+from graphopt.ir.verifier import verify as verify_graph
+from graphopt.pipeline.instruments import Instrument
+from graphopt.pipeline.passes import ALL, Analysis, Pass
+from graphopt.pipeline.spec import parse_pipeline
+
+
+class PassContext:
+    """What a pass sees besides the graph: user options (calibration data, ...), the analysis
+    cache, and the change gate that bisection uses to stop after N changes."""
+
+    def __init__(self, options: dict[str, Any], change_limit: int | None = None) -> None:
+        self.options = options
+        self.change_limit = change_limit
+        self.change_count = 0
+        self.change_log: list[str] = []
+        self.current_pass = ""
+        self._analyses: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.options.get(key, default)
+
+    def analysis(self, kind: type[Analysis], graph: Graph) -> Any:
+        """The cached result of `kind` on `graph`, computed on first request."""
+        if kind.name not in self._analyses:
+            self._analyses[kind.name] = kind.compute(graph, self)
+        return self._analyses[kind.name]
+
+    @property
+    def cached_analyses(self) -> list[str]:
+        return list(self._analyses)
+
+    def invalidate(self, preserved: frozenset[str] | str) -> None:
+        if preserved != ALL:
+            self._analyses = {k: v for k, v in self._analyses.items() if k in preserved}
+
+    def allow(self, what: str | Node) -> bool:
+        """Ask before each change. False once the bisection limit is reached; the pass must then
+        leave the graph as it is. `what` describes the change for the bisection report."""
+        if self.change_limit is not None:
+            if self.change_count >= self.change_limit:
+                return False
+            label = what.where if isinstance(what, Node) else what
+            self.change_log.append(f"{self.current_pass}: {label}")
+        self.change_count += 1
+        return True
+
+
+@dataclass
+class PassRecord:
+    spec: str
+    seconds: float
+    nodes_before: int
+    nodes_after: int
+    changed: bool
+
+
+@dataclass
+class PipelineResult:
+    graph: Graph
+    records: list[PassRecord] = field(default_factory=list)
+    changes: int = 0
+
+    def report(self) -> str:
+        """A table: one row a pass."""
+        rows = [("pass", "time ms", "nodes before", "nodes after", "changed")]
+        rows += [(r.spec, f"{r.seconds * 1e3:.2f}", str(r.nodes_before), str(r.nodes_after),
+                  "yes" if r.changed else "no") for r in self.records]
+        widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+                 for row in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.report()
+
+
+class PassManager:
+    def __init__(self, passes: Sequence[Pass] | str, *, verify: bool = True,
+                 instruments: Sequence[Instrument] = ()) -> None:
+        self.passes = parse_pipeline(passes) if isinstance(passes, str) else list(passes)
+        self.verify = verify
+        self.instruments = list(instruments)
+
+    @property
+    def spec(self) -> str:
+        return ",".join(p.spec() for p in self.passes)
+
+    def run(self, graph: Graph, *, change_limit: int | None = None, ctx: PassContext | None = None,
+            **options: Any) -> PipelineResult:
+        """Run the passes on `graph` in place (in `ctx` when given, e.g. to read its change log
+        after a failure)."""
+        ctx = ctx or PassContext(options, change_limit)
+        result = PipelineResult(graph)
+        for inst in self.instruments:
+            inst.before_pipeline(graph, ctx)
+        for index, p in enumerate(self.passes):
+            ctx.current_pass = p.name
+            for inst in self.instruments:
+                inst.before_pass(p, graph, index)
+            before = len(graph)
+            start = time.perf_counter()
+            try:
+                outcome = p.run(graph, ctx)
+            except GraphoptError as e:
+                raise PipelineError(f"{self._where(index)} failed: {e}") from e
+            except Exception as e:
+                raise PipelineError(f"{self._where(index)} crashed ({type(e).__name__}: {e}); "
+                                    "this is a bug in the pass") from e
+            seconds = time.perf_counter() - start
+            if self.verify:
+                try:
+                    verify_graph(graph)
+                except VerifyError as e:
+                    raise PipelineError(f"{self._where(index)} produced an invalid graph: {e}") from e
+            if outcome.changed:
+                ctx.invalidate(outcome.preserved)
+            record = PassRecord(p.spec(), seconds, before, len(graph), outcome.changed)
+            result.records.append(record)
+            for inst in self.instruments:
+                inst.after_pass(p, graph, record, index)
+        result.changes = ctx.change_count
+        for inst in self.instruments:
+            inst.after_pipeline(graph, ctx)
+        return result
+
+    def _where(self, index: int) -> str:
+        before = ", ".join(p.spec() for p in self.passes[:index]) or "none"
+        return (f"pass {self.passes[index].spec()!r} (#{index + 1} of pipeline {self.spec!r}; "
+                f"passes before it: {before})")
+
+
+def run_pipeline(graph: Graph, pipeline: str | Sequence[Pass], *, verify: bool = True,
+                 instruments: Sequence[Instrument] = (), in_place: bool = False,
+                 change_limit: int | None = None, **options: Any) -> PipelineResult:
+    """Run `pipeline` on a copy of `graph` (or on `graph` itself with in_place=True).
+    Keyword options reach the passes through ctx.get (e.g. calibration=...)."""
+    manager = PassManager(pipeline, verify=verify, instruments=instruments)
+    target = graph if in_place else graph.clone()
+    return manager.run(target, change_limit=change_limit, **options)

@@ -1,0 +1,29 @@
+"""The built-in passes, one per module (file dce.py <-> pipeline name dce <-> class
+DeadCodeElimination). Importing this package registers them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from graphopt.passes import dce  # noqa: F401  (registration)
+from graphopt.pipeline import Contract, registered_passes
+
+
+@dataclass(frozen=True)
+class PassInfo:
+    name: str
+    doc: str
+    contract: Contract
+    options: dict[str, tuple[Any, Any]]  # option -> (type, default)
+
+    def __str__(self) -> str:
+        opts = ", ".join(f"{k}: {getattr(t, '__name__', t)} = {d!r}" for k, (t, d) in self.options.items())
+        return f"{self.name:<24} {self.doc}  [contract: {self.contract.semantics}]" + (
+            f"\n{'':<24} options: {opts}" if opts else "")
+
+
+def available() -> list[PassInfo]:
+    """Every registered pass with its options, contract and one-line description."""
+    return [PassInfo(name, (cls.__doc__ or "").strip().splitlines()[0], cls.contract, cls.options())
+            for name, cls in registered_passes().items()]
