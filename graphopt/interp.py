@@ -11,7 +11,7 @@ import numpy as np
 from graphopt.errors import GraphoptError, InterpretError, ShapeError
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node
-from graphopt.ir.types import TensorType, bind_dims
+from graphopt.ir.types import TensorType, bind_dims, fmt_shape
 from graphopt.ir.value import Value
 from graphopt.ops import AttrKind, get_op
 
@@ -67,7 +67,7 @@ class Interpreter:
             array = np.asarray(array, dtype=value.dtype.numpy)
             if array.shape != bind_dims(value.shape, self.bindings):
                 raise InterpretError(
-                    f"{node.where}: reference gave shape {list(array.shape)}, type says {value.type}")
+                    f"{node.where}: reference gave shape {fmt_shape(array.shape)}, type says {value.type}")
             checked.append(array)
         return checked
 
@@ -81,14 +81,14 @@ class Interpreter:
         if array.dtype != want.dtype.numpy:
             raise InterpretError(f"input %{value.name} expects {want.dtype}, got {array.dtype}")
         if array.ndim != want.rank:
-            raise InterpretError(f"input %{value.name} expects rank {want.rank} ({want}), got {list(array.shape)}")
+            raise InterpretError(f"input %{value.name} expects rank {want.rank} ({want}), got {fmt_shape(array.shape)}")
         for dim, size in zip(want.shape, array.shape):
             if isinstance(dim, str):
                 if self.bindings.setdefault(dim, size) != size:
                     raise InterpretError(
                         f"input %{value.name}: symbol {dim} is {self.bindings[dim]} elsewhere, {size} here")
             elif dim != size:
-                raise InterpretError(f"input %{value.name} expects {want}, got {list(array.shape)}")
+                raise InterpretError(f"input %{value.name} expects {want}, got {fmt_shape(array.shape)}")
         return array
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from graphopt.passes import dce  # noqa: F401  (registration)
+
 from graphopt.pipeline import Contract, registered_passes
 
 

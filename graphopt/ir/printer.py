@@ -116,7 +116,7 @@ def _equal(a: Any, b: Any) -> bool:
 def format_node(node: Node, name: Namer | None = None) -> str:
     """One node as a line of text (names from `name`, or the values' hints)."""
     def ref(v: Value) -> str:
-        return format_name(name(v) if name else v.name or "?")
+        return format_name(name(v) if name else v.name or "_")
 
     results = ", ".join(f"{ref(r)}: {r.type}" for r in node.results)
     operands = ", ".join(ref(v) for v in node.operands)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 
@@ -15,7 +15,7 @@ Dim = int | str
 Shape = tuple[Dim, ...]
 
 
-class DType(str, Enum):
+class DType(StrEnum):
     float32 = "float32"
     float16 = "float16"
     float64 = "float64"
@@ -64,7 +64,7 @@ class TensorType:
         dims = tuple(d if isinstance(d, str) else int(d) for d in shape)
         for d in dims:
             if isinstance(d, int) and d < 0:
-                raise ShapeError(f"negative dimension {d} in shape {list(dims)}")
+                raise ShapeError(f"negative dimension {d} in shape {fmt_shape(dims)}")
             if isinstance(d, str) and not d.isidentifier():
                 raise ShapeError(f"symbolic dimension {d!r} must be an identifier")
         object.__setattr__(self, "shape", dims)
@@ -96,6 +96,11 @@ class TensorType:
         return cls(DType.of(array.dtype), array.shape)
 
 
+def fmt_shape(shape: Sequence[Dim]) -> str:
+    """A shape for messages: [N, 3, 224, 224]."""
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
 def broadcast_shapes(*shapes: Sequence[Dim]) -> Shape:
     """Numpy broadcasting over shapes that may hold symbolic dims (a symbol only matches itself or 1)."""
     rank = max((len(s) for s in shapes), default=0)
@@ -104,7 +109,7 @@ def broadcast_shapes(*shapes: Sequence[Dim]) -> Shape:
         dims = {s[len(s) - rank + i] for s in shapes if len(s) - rank + i >= 0}
         dims.discard(1)
         if len(dims) > 1:
-            listed = " and ".join(str(list(s)) for s in shapes)
+            listed = " and ".join(fmt_shape(s) for s in shapes)
             raise ShapeError(f"shapes {listed} do not broadcast")
         out.append(dims.pop() if dims else 1)
     return tuple(out)

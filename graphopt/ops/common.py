@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
-
 from graphopt.errors import ShapeError
 from graphopt.ir.types import Dim, DType, TensorType
 from graphopt.ir.value import Value

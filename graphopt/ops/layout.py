@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from graphopt.errors import ShapeError
-from graphopt.ir.types import Dim, DType, Shape, TensorType, broadcast_shapes
+from graphopt.ir.types import Dim, DType, Shape, TensorType, broadcast_shapes, fmt_shape
 from graphopt.ops.common import (
     attr_dims,
     attr_float,
@@ -46,28 +46,28 @@ define("dropout", _same, _identity, attrs={"p": attr_float(0.5)}, channel=Channe
 def reshape_shape(src: Shape, target: Sequence[Dim]) -> Shape:
     """The shape `target` means for a tensor of shape `src` (-1 inferred; symbols must cancel)."""
     if list(target).count(-1) > 1:
-        raise ShapeError(f"reshape target {list(target)} has more than one -1")
+        raise ShapeError(f"reshape target {fmt_shape(target)} has more than one -1")
     src_num = math.prod(d for d in src if isinstance(d, int))
     src_sym = Counter(d for d in src if isinstance(d, str))
     known = [d for d in target if d != -1]
     tgt_num = math.prod(d for d in known if isinstance(d, int))
     tgt_sym = Counter(d for d in known if isinstance(d, str))
     if tgt_sym - src_sym:
-        raise ShapeError(f"cannot reshape {list(src)} to {list(target)}: unknown symbols")
+        raise ShapeError(f"cannot reshape {fmt_shape(src)} to {fmt_shape(target)}: unknown symbols")
     left_sym = src_sym - tgt_sym
     if -1 not in target:
         if left_sym or src_num != tgt_num:
-            raise ShapeError(f"cannot reshape {list(src)} to {list(target)}")
+            raise ShapeError(f"cannot reshape {fmt_shape(src)} to {fmt_shape(target)}")
         return tuple(target)
     if tgt_num == 0 or src_num % tgt_num:
-        raise ShapeError(f"cannot reshape {list(src)} to {list(target)}")
+        raise ShapeError(f"cannot reshape {fmt_shape(src)} to {fmt_shape(target)}")
     ratio = src_num // tgt_num
     if not left_sym:
         fill: Dim = ratio
     elif sum(left_sym.values()) == 1 and ratio == 1:
         fill = next(iter(left_sym))
     else:
-        raise ShapeError(f"-1 in {list(target)} would be a product of symbols in {list(src)}")
+        raise ShapeError(f"-1 in {fmt_shape(target)} would be a product of symbols in {fmt_shape(src)}")
     return tuple(fill if d == -1 else d for d in target)
 
 
@@ -96,7 +96,7 @@ def _flatten(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorTyp
     start, end = axis(attrs["start_dim"], t.rank), axis(attrs["end_dim"], t.rank)
     merged = t.shape[start : end + 1]
     if end - start >= 1 and any(isinstance(d, str) for d in merged):
-        raise ShapeError(f"flatten would merge symbolic dims {list(merged)}")
+        raise ShapeError(f"flatten would merge symbolic dims {fmt_shape(merged)}")
     middle = merged[0] if len(merged) == 1 else math.prod(merged)  # type: ignore[arg-type]
     return t.with_shape((*t.shape[:start], middle, *t.shape[end + 1 :]))
 
@@ -121,7 +121,7 @@ def _permute(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorTyp
     t = types[0]
     dims = [axis(d, t.rank) for d in attrs["dims"]]
     if sorted(dims) != list(range(t.rank)):
-        raise ShapeError(f"dims {list(attrs['dims'])} are not a permutation of {t.rank} axes")
+        raise ShapeError(f"dims {fmt_shape(attrs['dims'])} are not a permutation of {t.rank} axes")
     return t.with_shape(tuple(t.shape[d] for d in dims))
 
 
@@ -165,7 +165,7 @@ define("squeeze", _squeeze, squeeze, attrs={"dims": attr_ints(None)})
 
 def expand_shape(src: Shape, target: Sequence[Dim]) -> Shape:
     if len(target) < len(src):
-        raise ShapeError(f"cannot expand {list(src)} to fewer dims {list(target)}")
+        raise ShapeError(f"cannot expand {fmt_shape(src)} to fewer dims {fmt_shape(target)}")
     lead = len(target) - len(src)
     out = list(target[:lead])
     for s, t in zip(src, target[lead:]):
@@ -174,9 +174,9 @@ def expand_shape(src: Shape, target: Sequence[Dim]) -> Shape:
         elif s == 1:
             out.append(t)
         else:
-            raise ShapeError(f"cannot expand {list(src)} to {list(target)}")
+            raise ShapeError(f"cannot expand {fmt_shape(src)} to {fmt_shape(target)}")
     if -1 in out[:lead]:
-        raise ShapeError(f"-1 is not allowed in new leading dims of {list(target)}")
+        raise ShapeError(f"-1 is not allowed in new leading dims of {fmt_shape(target)}")
     return tuple(out)
 
 
@@ -191,7 +191,7 @@ define("expand", lambda ts, a: ts[0].with_shape(expand_shape(ts[0].shape, a["sha
 def _repeat(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType:
     t, reps = types[0], attrs["repeats"]
     if len(reps) < t.rank:
-        raise ShapeError(f"repeats {list(reps)} has fewer entries than rank {t.rank}")
+        raise ShapeError(f"repeats {fmt_shape(reps)} has fewer entries than rank {t.rank}")
     shape = (1,) * (len(reps) - t.rank) + t.shape
     return t.with_shape(tuple(static(d, "repeated dim") * r if r != 1 else d for d, r in zip(shape, reps)))
 
@@ -229,7 +229,7 @@ def _split(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[Tensor
     t, sizes = types[0], attrs["split_sizes"]
     d = axis(attrs["dim"], t.rank)
     if sum(sizes) != static(t.shape[d], "split dim") or any(s < 0 for s in sizes):
-        raise ShapeError(f"split_sizes {list(sizes)} do not add up to dim {d} of size {t.shape[d]}")
+        raise ShapeError(f"split_sizes {fmt_shape(sizes)} do not add up to dim {d} of size {t.shape[d]}")
     return [t.with_shape((*t.shape[:d], s, *t.shape[d + 1 :])) for s in sizes]
 
 
@@ -301,7 +301,7 @@ def _index(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType:
     x, indices = types[0], types[1:]
     dims = [axis(d, x.rank) for d in attrs["dims"]]
     if len(dims) != len(indices) or sorted(set(dims)) != dims:
-        raise ShapeError(f"dims {list(attrs['dims'])} must list one increasing axis per index tensor")
+        raise ShapeError(f"dims {fmt_shape(attrs['dims'])} must list one increasing axis per index tensor")
     for t in indices:
         _need_int_index(t)
     bshape = broadcast_shapes(*(t.shape for t in indices))
@@ -351,7 +351,7 @@ define("gather", _gather, lambda x, i, dim: np.take_along_axis(x, i, axis=dim),
 def _pad(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType:
     t, pad = types[0], attrs["pad"]
     if len(pad) % 2 or len(pad) // 2 > t.rank or any(p < 0 for p in pad):
-        raise ShapeError(f"pad {list(pad)} must be non-negative (before, after) pairs, last dim first")
+        raise ShapeError(f"pad {fmt_shape(pad)} must be non-negative (before, after) pairs, last dim first")
     shape = list(t.shape)
     for i in range(len(pad) // 2):
         d = t.rank - 1 - i

@@ -11,7 +11,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from graphopt.errors import ShapeError
-from graphopt.ir.types import Dim, DType, TensorType, broadcast_shapes
+from graphopt.ir.types import Dim, DType, TensorType, broadcast_shapes, fmt_shape
 from graphopt.ops.common import (
     attr_bool,
     attr_float,
@@ -38,7 +38,7 @@ def _pairs(value: tuple[int, ...], n: int, name: str) -> tuple[int, ...]:
     if len(value) == 1:
         return value * n
     if len(value) != n:
-        raise ShapeError(f"{name} needs {n} values, got {list(value)}")
+        raise ShapeError(f"{name} needs {n} values, got {fmt_shape(value)}")
     return value
 
 
@@ -68,9 +68,9 @@ def _conv_infer(nsp: int) -> Any:
         g = attrs["groups"]
         cin, cout = static(x.shape[1], "input channels"), static(w.shape[0], "weight dim 0")
         if g < 1 or cin % g or cout % g or w.shape[1] * g != cin:
-            raise ShapeError(f"weight {list(w.shape)} does not fit {cin} input channels in {g} groups")
+            raise ShapeError(f"weight {fmt_shape(w.shape)} does not fit {cin} input channels in {g} groups")
         if len(types) == 3 and types[2].shape != (cout,):
-            raise ShapeError(f"bias shape {list(types[2].shape)} is not [{cout}]")
+            raise ShapeError(f"bias shape {fmt_shape(types[2].shape)} is not [{cout}]")
         stride, pad, dil = (_pairs(attrs[k], nsp, k) for k in ("stride", "padding", "dilation"))
         spatial = [conv_out(static(x.shape[2 + i], "spatial dim"), static(w.shape[2 + i], "kernel"),
                             stride[i], pad[i], dil[i]) for i in range(nsp)]
@@ -136,10 +136,10 @@ def _conv_transpose_infer(types: Sequence[TensorType], attrs: Mapping[str, Any])
         raise ShapeError("expects rank-4 input and weight")
     g = attrs["groups"]
     if static(x.shape[1], "input channels") != w.shape[0] or w.shape[0] % g:
-        raise ShapeError(f"weight {list(w.shape)} does not fit {x.shape[1]} input channels in {g} groups")
+        raise ShapeError(f"weight {fmt_shape(w.shape)} does not fit {x.shape[1]} input channels in {g} groups")
     cout = w.shape[1] * g
     if len(types) == 3 and types[2].shape != (cout,):
-        raise ShapeError(f"bias shape {list(types[2].shape)} is not [{cout}]")
+        raise ShapeError(f"bias shape {fmt_shape(types[2].shape)} is not [{cout}]")
     stride, pad, opad, dil = (_pairs(attrs[k], 2, k)
                               for k in ("stride", "padding", "output_padding", "dilation"))
     spatial = [(static(x.shape[2 + i], "spatial dim") - 1) * stride[i] - 2 * pad[i]
@@ -181,9 +181,9 @@ def _linear(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType
     need_float(x)
     same_dtype(types)
     if x.rank < 1 or w.rank != 2 or x.shape[-1] != w.shape[1]:
-        raise ShapeError(f"weight {list(w.shape)} does not fit input features {list(x.shape)[-1:]}")
+        raise ShapeError(f"weight {fmt_shape(w.shape)} does not fit input features {fmt_shape(x.shape[-1:])}")
     if len(types) == 3 and types[2].shape != (w.shape[0],):
-        raise ShapeError(f"bias shape {list(types[2].shape)} is not [{w.shape[0]}]")
+        raise ShapeError(f"bias shape {fmt_shape(types[2].shape)} is not [{w.shape[0]}]")
     return x.with_shape((*x.shape[:-1], w.shape[0]))
 
 
@@ -239,7 +239,7 @@ def _batch_norm(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> Tensor
         raise ShapeError(f"batch_norm needs rank 2 or more, got {x.rank}")
     for name, t in zip(("running_mean", "running_var", "weight", "bias"), types[1:]):
         if t.shape != (x.shape[1],):
-            raise ShapeError(f"{name} shape {list(t.shape)} is not [{x.shape[1]}]")
+            raise ShapeError(f"{name} shape {fmt_shape(t.shape)} is not [{x.shape[1]}]")
     return x
 
 
@@ -269,10 +269,10 @@ def _layer_norm(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> Tensor
     same_dtype(types)
     norm = tuple(attrs["normalized_shape"])
     if x.shape[x.rank - len(norm) :] != norm or len(norm) > x.rank:
-        raise ShapeError(f"normalized_shape {list(norm)} does not end shape {list(x.shape)}")
+        raise ShapeError(f"normalized_shape {fmt_shape(norm)} does not end shape {fmt_shape(x.shape)}")
     for t in types[1:]:
         if t.shape != norm:
-            raise ShapeError(f"affine parameter shape {list(t.shape)} is not {list(norm)}")
+            raise ShapeError(f"affine parameter shape {fmt_shape(t.shape)} is not {fmt_shape(norm)}")
     return x
 
 
@@ -307,7 +307,7 @@ def _group_norm(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> Tensor
         raise ShapeError(f"{c} channels do not split into {attrs['num_groups']} groups")
     for t in types[1:]:
         if t.shape != (c,):
-            raise ShapeError(f"affine parameter shape {list(t.shape)} is not [{c}]")
+            raise ShapeError(f"affine parameter shape {fmt_shape(t.shape)} is not [{c}]")
     return x
 
 
@@ -347,7 +347,7 @@ def _pool(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType:
         raise ShapeError(f"expects a rank-4 NCHW input, got rank {x.rank}")
     k, s, p, d = _pool_geometry(attrs)
     if any(2 * pi > ki for pi, ki in zip(p, k)):
-        raise ShapeError(f"padding {list(p)} exceeds half the kernel {list(k)}")
+        raise ShapeError(f"padding {fmt_shape(p)} exceeds half the kernel {fmt_shape(k)}")
     spatial = [conv_out(static(x.shape[2 + i], "spatial dim"), k[i], s[i], p[i], d[i], attrs["ceil_mode"])
                for i in range(2)]
     return x.with_shape((*x.shape[:2], *spatial))
@@ -436,7 +436,7 @@ def _sdpa(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType:
     if q.rank < 2 or k.rank != q.rank or v.rank != q.rank:
         raise ShapeError("q, k, v must have one rank of 2 or more")
     if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
-        raise ShapeError(f"q {list(q.shape)}, k {list(k.shape)}, v {list(v.shape)} do not fit")
+        raise ShapeError(f"q {fmt_shape(q.shape)}, k {fmt_shape(k.shape)}, v {fmt_shape(v.shape)} do not fit")
     batch = broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     if len(types) == 4:
         mask = types[3]
@@ -470,7 +470,7 @@ def _embedding(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorT
     if idx.dtype not in (DType.int64, DType.int32):
         raise ShapeError(f"indices must be int64 or int32, got {idx.dtype}")
     if w.rank != 2:
-        raise ShapeError(f"weight must be rank 2, got {list(w.shape)}")
+        raise ShapeError(f"weight must be rank 2, got {fmt_shape(w.shape)}")
     return w.with_shape((*idx.shape, w.shape[1]))
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from graphopt.errors import ShapeError
-from graphopt.ir.types import DType, TensorType
+from graphopt.ir.types import DType, TensorType, fmt_shape
 from graphopt.ops.common import (
     attr_bool,
     attr_float,
@@ -26,7 +26,7 @@ from graphopt.ops.registry import Sampler
 def reduced_axes(t: TensorType, dims: tuple[int, ...] | None) -> tuple[int, ...]:
     axes = tuple(range(t.rank)) if dims is None else tuple(axis(d, t.rank) for d in dims)
     if len(set(axes)) != len(axes):
-        raise ShapeError(f"dims {list(dims or ())} repeat an axis")
+        raise ShapeError(f"dims {fmt_shape(dims or ())} repeat an axis")
     return axes
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from graphopt.ir.value import Value
 
 
-class AttrKind(str, Enum):
+class AttrKind(StrEnum):
     INT = "int"
     FLOAT = "float"
     BOOL = "bool"
@@ -84,7 +84,7 @@ def _int(value: Any) -> int:
     return int(value)
 
 
-class ChannelRule(str, Enum):
+class ChannelRule(StrEnum):
     """How an op's output channels relate to its input channels; structural pruning reads it."""
 
     ELEMENTWISE = "elementwise"  # channel c of each tensor operand maps to channel c of the result

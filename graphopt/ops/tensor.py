@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 
 from graphopt.errors import ShapeError
-from graphopt.ir.types import DType, TensorType
+from graphopt.ir.types import DType, TensorType, fmt_shape
 from graphopt.ops.common import attr_dims, attr_dtype, attr_float, define
 
 
 def _full(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType:
     if any(isinstance(d, int) and d < 0 for d in attrs["shape"]):
-        raise ShapeError(f"shape {list(attrs['shape'])} has a negative dim")
+        raise ShapeError(f"shape {fmt_shape(attrs['shape'])} has a negative dim")
     return TensorType(attrs["dtype"], attrs["shape"])
 
 

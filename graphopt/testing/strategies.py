@@ -1,0 +1,126 @@
+"""Hypothesis strategies that generate valid graphs from the op registry.
+
+Every op with a `sample` hook can appear; the hooks pick operands among existing values, so graphs
+get fan-out for free, and they lean toward the known bug classes: weights shared between convs,
+a conv output with several users, outputs taken mid-chain, cat/split/reshape on the channel axis,
+grouped and depthwise convs. An op registered from outside joins in by giving a `sample` hook."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+from graphopt.errors import GraphoptError
+from graphopt.ir.graph import Graph
+from graphopt.ir.types import Dim, DType, TensorType, bind_dims
+from graphopt.ir.value import Value
+from graphopt.ops import ChannelRule, registered_ops
+
+
+class GraphSampler:
+    """The Sampler that op `sample` hooks draw from (see graphopt.ops.registry.Sampler)."""
+
+    def __init__(self, draw: Callable[[st.SearchStrategy[Any]], Any], graph: Graph, seed: int) -> None:
+        self.draw = draw
+        self.graph = graph
+        self.rng = np.random.default_rng(seed)
+        self.values: list[Value] = list(graph.inputs)
+        self._positive: set[int] = set()
+
+    def integer(self, lo: int, hi: int) -> int:
+        return self.draw(st.integers(lo, hi))
+
+    def choice(self, options: Sequence[Any]) -> Any:
+        return self.draw(st.sampled_from(list(options)))
+
+    def boolean(self) -> bool:
+        return self.draw(st.booleans())
+
+    def value(self, predicate: Callable[[Value], bool] = lambda v: True, dtype: str = "float32") -> Value | None:
+        candidates = [v for v in self.values if v.dtype is DType(dtype) and predicate(v)]
+        return self.choice(candidates) if candidates else None
+
+    def weight(self, shape: Sequence[int], *, positive: bool = False) -> Value:
+        """A parameter of `shape`: sometimes an existing one (shared weights), else a new one."""
+        shape = tuple(shape)
+        shared = [p for p in self.graph.parameters if p.shape == shape
+                  and (not positive or id(p) in self._positive)]
+        if shared and self.draw(st.booleans()):
+            return self.choice(shared)
+        data = self.rng.uniform(0.5, 1.5, shape) if positive else self.rng.standard_normal(shape) * 0.5
+        p = self.graph.add_parameter(data.astype(np.float32), f"w{len(self.graph.parameters)}")
+        if positive:
+            self._positive.add(id(p))
+        return p
+
+
+def _input_types(draw: Callable[[st.SearchStrategy[Any]], Any]) -> list[TensorType]:
+    batch: Dim = draw(st.sampled_from([1, 2, "N"]))
+    if draw(st.integers(0, 3)):  # mostly image-like NCHW inputs, sometimes sequences
+        c, h, w = draw(st.integers(1, 8)), draw(st.integers(1, 9)), draw(st.integers(1, 9))
+        shapes = [(batch, c, h, w)]
+        if draw(st.booleans()):
+            shapes.append((batch, draw(st.integers(1, 8)), h, w))
+    else:
+        shapes = [(batch, draw(st.integers(1, 6)), draw(st.integers(1, 16)))]
+    return [TensorType("float32", s) for s in shapes]
+
+
+# Drawn more often: the ops around which pass bugs cluster (conv + BN chains, channel cat/split).
+_EMPHASIS = {"conv2d": 4, "batch_norm": 2, "cat": 2, "split": 2}
+
+
+def _is_activation(name: str) -> bool:
+    opdef = registered_ops()[name]
+    return opdef.arity == (1, 1) and opdef.channel is ChannelRule.ELEMENTWISE and "pool" not in name
+
+
+@st.composite
+def graphs(draw: Callable[[st.SearchStrategy[Any]], Any], *, max_nodes: int = 12,
+           ops: Sequence[str] | None = None) -> Graph:
+    """A verified graph of up to `max_nodes` nodes built from the registry (or only `ops`)."""
+    graph = Graph("generated")
+    for i, t in enumerate(_input_types(draw)):
+        graph.add_input(t, f"x{i}")
+    sampler = GraphSampler(draw, graph, draw(st.integers(0, 2**32 - 1)))
+    candidates = [name for name, opdef in sorted(registered_ops().items())
+                  if opdef.sample is not None and (ops is None or name in ops)]
+    # The many elementwise activations share one slot so structural ops are drawn as often.
+    unary = [n for n in candidates if _is_activation(n)]
+    slots = [n for n in candidates if n not in unary for _ in range(_EMPHASIS.get(n, 1))]
+    slots += ["<activation>"] if unary else []
+    for _ in range(draw(st.integers(1, max_nodes))):
+        name = draw(st.sampled_from(slots))
+        if name == "<activation>":
+            name = draw(st.sampled_from(unary))
+        picked = registered_ops()[name].sample(sampler)  # type: ignore[misc]
+        if picked is None:
+            continue
+        operands, attrs = picked
+        try:
+            node = graph.create(name, operands, attrs)
+        except GraphoptError:
+            continue  # e.g. a window larger than the feature map: draw another op
+        sampler.values.extend(node.results)
+        if draw(st.integers(0, 5)) == 0:  # an output taken mid-chain
+            graph.outputs = [*graph.outputs, node.results[0]]
+    last = sampler.values[-1]
+    graph.outputs = list({id(v): v for v in [*graph.outputs, last]}.values())
+    return graph
+
+
+@st.composite
+def inputs_for(draw: Callable[[st.SearchStrategy[Any]], Any], graph: Graph) -> list[np.ndarray]:
+    """Random inputs for `graph`, binding each symbolic dim to a small size."""
+    bindings = {s: draw(st.integers(1, 3)) for s in graph.symbols()}
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    return [rng.standard_normal(bind_dims(v.shape, bindings)).astype(v.dtype.numpy) for v in graph.inputs]
+
+
+@st.composite
+def graphs_with_inputs(draw: Callable[[st.SearchStrategy[Any]], Any], **kwargs: Any) -> tuple[Graph, list[np.ndarray]]:
+    graph = draw(graphs(**kwargs))
+    return graph, draw(inputs_for(graph))
