@@ -13,7 +13,10 @@ from graphopt.ops.registry import (
     registered_ops,
 )
 
+BUILTIN_OPS = frozenset(registered_ops())
+
 __all__ = [
+    "BUILTIN_OPS",
     "REQUIRED", "Attr", "AttrKind", "ChannelRule", "OpDef", "Sampler", "get_op", "register_op",
     "registered_ops",
 ]

@@ -53,7 +53,7 @@ class PassContext:
             if self.change_count >= self.change_limit:
                 return False
             label = what.where if isinstance(what, Node) else what
-            self.change_log.append(f"{self.current_pass}: {label}")
+            self.change_log.append(f"{self.current_pass}: {label}" if self.current_pass else label)
         self.change_count += 1
         return True
 
