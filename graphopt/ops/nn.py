@@ -42,6 +42,21 @@ def _pairs(value: tuple[int, ...], n: int, name: str) -> tuple[int, ...]:
     return value
 
 
+def per_dim(n: int, *keys: str) -> Any:
+    """Canonical form of spatial attributes: one value per spatial dim ([1] becomes [1, 1])."""
+
+    def canonicalize(attrs: dict[str, Any]) -> dict[str, Any]:
+        for key in keys:
+            value = attrs.get(key)
+            if value is not None:
+                if len(value) not in (1, n):
+                    raise ValueError(f"attribute {key!r} needs 1 or {n} values, got {list(value)}")
+                attrs[key] = value * n if len(value) == 1 else value
+        return attrs
+
+    return canonicalize
+
+
 def conv_out(size: int, k: int, stride: int, pad: int, dilation: int, ceil: bool = False) -> int:
     span = size + 2 * pad - dilation * (k - 1) - 1
     out = (-(-span // stride) if ceil else span // stride) + 1
@@ -53,8 +68,8 @@ def conv_out(size: int, k: int, stride: int, pad: int, dilation: int, ceil: bool
 
 
 # --- convolution -----------------------------------------------------------------------------------
-def _conv_attrs() -> dict[str, Any]:
-    return {"stride": attr_ints((1,)), "padding": attr_ints((0,)), "dilation": attr_ints((1,)),
+def _conv_attrs(nsp: int) -> dict[str, Any]:
+    return {"stride": attr_ints((1,) * nsp), "padding": attr_ints((0,) * nsp), "dilation": attr_ints((1,) * nsp),
             "groups": attr_int(1)}
 
 
@@ -124,7 +139,8 @@ def _sample_conv2d(s: Sampler) -> Any:
 
 
 for _nsp in (1, 2):
-    define(f"conv{_nsp}d", _conv_infer(_nsp), conv, attrs=_conv_attrs(), arity=(2, 3),
+    define(f"conv{_nsp}d", _conv_infer(_nsp), conv, attrs=_conv_attrs(_nsp), arity=(2, 3),
+           canonicalize=per_dim(_nsp, "stride", "padding", "dilation"),
            channel=ChannelRule.CONV, macs=conv_macs, sample=_sample_conv2d if _nsp == 2 else None)
 
 
@@ -171,7 +187,8 @@ def conv_transpose2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, 
 
 
 define("conv_transpose2d", _conv_transpose_infer, conv_transpose2d, arity=(2, 3),
-       attrs={**_conv_attrs(), "output_padding": attr_ints((0,))}, channel=ChannelRule.CONV,
+       attrs={**_conv_attrs(2), "output_padding": attr_ints((0, 0))}, channel=ChannelRule.CONV,
+       canonicalize=per_dim(2, "stride", "padding", "dilation", "output_padding"),
        macs=lambda ins, outs, a: numel(ins[0].shape) * math.prod(ins[1].shape[1:]))
 
 
@@ -328,8 +345,16 @@ define("group_norm", _group_norm, group_norm, arity=(1, 3), channel=ChannelRule.
 
 # --- pooling -------------------------------------------------------------------------------------------
 def _pool_attrs(**extra: Any) -> dict[str, Any]:
-    return {"kernel_size": attr_ints(), "stride": attr_ints(None), "padding": attr_ints((0,)),
+    return {"kernel_size": attr_ints(), "stride": attr_ints(None), "padding": attr_ints((0, 0)),
             "ceil_mode": attr_bool(False), **extra}
+
+
+def _canonical_pool(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Per-dim values, and torch's default stride (the kernel size) made explicit."""
+    attrs = per_dim(2, "kernel_size", "stride", "padding", "dilation")(attrs)
+    if attrs["stride"] is None:
+        attrs["stride"] = attrs["kernel_size"]
+    return attrs
 
 
 def _pool_geometry(attrs: Mapping[str, Any]) -> tuple[tuple[int, ...], ...]:
@@ -390,9 +415,11 @@ def _sample_pool(s: Sampler) -> Any:
                  if s.boolean() else (0, 0)}
 
 
-define("max_pool2d", _pool, max_pool2d, attrs=_pool_attrs(dilation=attr_ints((1,))),
+define("max_pool2d", _pool, max_pool2d, attrs=_pool_attrs(dilation=attr_ints((1, 1))),
+       canonicalize=_canonical_pool,
        channel=ChannelRule.ELEMENTWISE, sample=_sample_pool)
 define("avg_pool2d", _pool, avg_pool2d, channel=ChannelRule.ELEMENTWISE, sample=_sample_pool,
+       canonicalize=_canonical_pool,
        attrs=_pool_attrs(count_include_pad=attr_bool(True), divisor_override=attr_int(None)))
 
 
@@ -425,6 +452,7 @@ def _sample_adaptive(s: Sampler) -> Any:
 
 
 define("adaptive_avg_pool2d", _adaptive, adaptive_avg_pool2d, attrs={"output_size": attr_ints()},
+       canonicalize=per_dim(2, "output_size"),
        channel=ChannelRule.ELEMENTWISE, sample=_sample_adaptive)
 
 

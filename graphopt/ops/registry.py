@@ -126,6 +126,7 @@ class OpDef:
     macs: MacsFn | None = None
     verify: VerifyFn | None = None
     sample: SampleFn | None = None
+    canonicalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # e.g. stride [1] -> [1, 1]
     doc: str = ""
 
     def normalize_attrs(self, attrs: Mapping[str, Any], where: str = "") -> dict[str, Any]:
@@ -146,6 +147,11 @@ class OpDef:
                 out[key] = spec.coerce(attrs[key])
             except TypeError as e:
                 raise OpError(f"{where}: attribute {key!r} ({spec.kind.value}): {e}") from None
+        if self.canonicalize is not None:
+            try:
+                out = self.canonicalize(out)
+            except ValueError as e:
+                raise OpError(f"{where}: {e}") from None
         return out
 
     def check_arity(self, count: int, where: str = "") -> None:

@@ -1,0 +1,77 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import graphopt as go
+from graphopt.cli import main
+from tests.helpers import conv_relu_graph
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    return go.save(conv_relu_graph(), tmp_path / "model.gir")
+
+
+def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "| before | 22 |" in report and "| after | 20 |" in report and "max abs difference 0" in report
+    assert len(go.load(tmp_path / "model.opt.gir")) == 20
+    assert "dce" in capsys.readouterr().out
+
+
+def test_show_prints_ir_and_summary(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert "conv2d(%x, %conv.weight, %conv.bias)" in out and "4 nodes, 112 parameters" in out
+
+
+def test_opt_writes_the_result_and_reports_each_pass(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = model.with_name("small.gir")
+    assert main(["opt", str(model), "-p", "dce", "-o", str(out), "--dump", str(model.parent / "dump")]) == 0
+    captured = capsys.readouterr()
+    assert "[1] dce:" in captured.err and "4 -> 3 nodes" in captured.err
+    assert "dce" in captured.out and f"wrote {out}" in captured.out
+    assert len(go.load(out)) == 3 and (model.parent / "dump" / "01-dce.gir").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["show", "missing.gir"], "model file missing.gir does not exist"),
+        (["show", "model.pt"], "cannot read model 'model.pt': graphopt reads a text-IR file"),
+        (["opt", "{model}", "-p", "nope", "-o", "{dir}/o.gir"], "unknown pass 'nope'"),
+        (["opt", "{model}", "-p", "dce", "-o", "{model}"], "is the input file; choose another output path"),
+        (["opt", "{model}", "-p", "dce", "-o", "{dir}/o.onnx"], "graphopt writes a text-IR file"),
+    ],
+)
+def test_bad_input_is_one_clear_line(model: Path, argv: list[str], message: str,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    before = model.read_text()
+    argv = [a.format(model=model, dir=model.parent) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("graphopt: error: ") and message in err and "Traceback" not in err
+    assert model.read_text() == before  # the input is never overwritten
+
+
+def test_malformed_model_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.gir"
+    bad.write_text("graph g(%x: float32[2]) {\n  %y: float32[2] = relu(%x\n  return %y\n}\n")
+    assert main(["show", str(bad)]) == 2
+    assert "line 3, col 3: expected ')'" in capsys.readouterr().err
+
+
+def test_passes_and_ops_listings(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["passes"]) == 0 and main(["ops"]) == 0
+    out = capsys.readouterr().out
+    assert "dce" in out and "keep-parameters" in out and "conv2d" in out
+
+
+def test_import_graphopt_stays_light() -> None:
+    """The core must not import torch or onnx (frontends and backends load them on first use)."""
+    code = "import sys, graphopt, graphopt.cli; print(sorted(m for m in ('torch', 'onnx', 'hypothesis') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
