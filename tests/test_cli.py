@@ -72,6 +72,7 @@ def test_passes_and_ops_listings(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_import_graphopt_stays_light() -> None:
     """The core must not import torch or onnx (frontends and backends load them on first use)."""
-    code = "import sys, graphopt, graphopt.cli; print(sorted(m for m in ('torch', 'onnx', 'hypothesis') if m in sys.modules))"
+    code = ("import sys, graphopt, graphopt.cli; "
+            "print(sorted(m for m in ('torch', 'onnx', 'hypothesis') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -5,10 +5,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pytest
+from graphopt.passes import available
 
 import graphopt as go
 from graphopt.ir.node import Node
-from graphopt.passes import available
 from graphopt.pipeline import ALL, Analysis, DumpToFolder, PrintAfter, Timing, parse_pipeline
 from graphopt.rewrite import Declined, Pattern, Rewriter, apply_patterns
 from tests.helpers import conv_relu_graph, sample_input
@@ -71,7 +71,7 @@ class ReluToAbs(Pattern[None]):
 
     root = "relu"
 
-    def check(self, node: Node) -> None | Declined:
+    def check(self, node: Node) -> Declined | None:
         return None
 
     def rewrite(self, rw: Rewriter, node: Node, match: None) -> None:
@@ -137,7 +137,7 @@ def test_a_pass_that_breaks_the_graph_is_named_with_the_passes_before_it() -> No
 
 
 def test_a_crashing_pass_is_named() -> None:
-    with pytest.raises(go.PipelineError, match="pass 'test-crash' .* crashed \\(KeyError: 'oops'\\); this is a bug"):
+    with pytest.raises(go.PipelineError, match=r"pass 'test-crash' .* crashed \(KeyError: 'oops'\); this is a bug"):
         go.run_pipeline(conv_relu_graph(), "test-crash")
 
 

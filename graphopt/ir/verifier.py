@@ -75,7 +75,7 @@ def _walk(graph: Graph, problems: list[str]) -> list[Node]:
 
 
 def _check_node(graph: Graph, node: Node, defined: set[int]) -> list[str]:
-    from graphopt.ops import registered_ops
+    from graphopt.ops import find_op
 
     out = []
     for i, v in enumerate(node.operands):
@@ -87,23 +87,24 @@ def _check_node(graph: Graph, node: Node, defined: set[int]) -> list[str]:
     for i, r in enumerate(node.results):
         if r.producer is not node or r.index != i or r.graph is not graph:
             out.append(f"result {i} %{r.name} does not point back to its node")
-    opdef = registered_ops().get(node.op)
+    opdef = find_op(node.op)
     if opdef is None:
         return [*out, f"unknown op {node.op!r}; register it with graphopt.register_op"]
+    where = node.where
     try:
-        attrs = opdef.normalize_attrs(node.attrs, node.where)
-        opdef.check_arity(len(node.operands), node.where)
-        inferred = opdef.infer_types([v.type for v in node.operands], attrs, node.where)
+        attrs = opdef.normalize_attrs(node.attrs, where)
+        opdef.check_arity(len(node.operands), where)
+        inferred = opdef.infer_types([v.type for v in node.operands], attrs, where)
     except GraphoptError as e:
         return [*out, str(e)]
     if attrs != node.attrs:
-        out.append(f"{node.where}: attributes are not in canonical form (expected {attrs})")
+        out.append(f"{where}: attributes are not in canonical form (expected {attrs})")
     actual = [r.type for r in node.results]
     if inferred != actual:
-        out.append(f"{node.where}: result types {', '.join(map(str, actual))} differ from inferred "
+        out.append(f"{where}: result types {', '.join(map(str, actual))} differ from inferred "
                    f"{', '.join(map(str, inferred))}")
     if opdef.verify is not None:
-        out += [f"{node.where}: {msg}" for msg in opdef.verify([v.type for v in node.operands], attrs)]
+        out += [f"{where}: {msg}" for msg in opdef.verify([v.type for v in node.operands], attrs)]
     return out
 
 

@@ -8,6 +8,7 @@ from graphopt.ops.registry import (
     ChannelRule,
     OpDef,
     Sampler,
+    find_op,
     get_op,
     register_op,
     registered_ops,
@@ -17,6 +18,6 @@ BUILTIN_OPS = frozenset(registered_ops())
 
 __all__ = [
     "BUILTIN_OPS",
-    "REQUIRED", "Attr", "AttrKind", "ChannelRule", "OpDef", "Sampler", "get_op", "register_op",
+    "REQUIRED", "Attr", "AttrKind", "ChannelRule", "OpDef", "Sampler", "find_op", "get_op", "register_op",
     "registered_ops",
 ]

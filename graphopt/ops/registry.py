@@ -198,5 +198,10 @@ def get_op(name: str, where: str = "") -> OpDef:
         ) from None
 
 
+def find_op(name: str) -> OpDef | None:
+    """The OpDef of `name`, or None when it is not registered."""
+    return _REGISTRY.get(name)
+
+
 def registered_ops() -> dict[str, OpDef]:
     return dict(_REGISTRY)
