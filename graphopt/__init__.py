@@ -29,10 +29,61 @@ from graphopt.pipeline import (
 
 __version__ = "0.1.0"
 
+_LAZY = {
+    "from_torch": "graphopt.frontends.torch",
+    "from_onnx": "graphopt.frontends.onnx",
+    "to_onnx": "graphopt.backends.onnx",
+    "to_torch": "graphopt.backends.torch",
+}
+
+
+def __getattr__(name: str) -> object:
+    """Frontends and backends load torch or onnx, so they are imported on first use."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'graphopt' has no attribute {name!r}")
+
 __all__ = [
-    "Attr", "AttrKind", "ChannelRule", "Contract", "Cost", "DType", "Graph", "GraphoptError", "IRError",
-    "InterpretError", "Interpreter", "Node", "OpDef", "OpError", "ParseError", "Pass", "PassContext",
-    "PassResult", "PipelineError", "ShapeError", "TensorType", "Value", "VerifyError", "bisect",
-    "get_op", "graph_cost", "interpret", "load", "parse", "print_graph", "register_op", "register_pass",
-    "registered_ops", "run_pipeline", "save", "verify",
+    "Attr",
+    "AttrKind",
+    "ChannelRule",
+    "Contract",
+    "Cost",
+    "DType",
+    "Graph",
+    "GraphoptError",
+    "IRError",
+    "InterpretError",
+    "Interpreter",
+    "Node",
+    "OpDef",
+    "OpError",
+    "ParseError",
+    "Pass",
+    "PassContext",
+    "PassResult",
+    "PipelineError",
+    "ShapeError",
+    "TensorType",
+    "Value",
+    "VerifyError",
+    "bisect",
+    "from_onnx",
+    "from_torch",
+    "get_op",
+    "graph_cost",
+    "interpret",
+    "load",
+    "parse",
+    "print_graph",
+    "register_op",
+    "register_pass",
+    "registered_ops",
+    "run_pipeline",
+    "save",
+    "to_onnx",
+    "to_torch",
+    "verify",
 ]

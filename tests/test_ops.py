@@ -140,6 +140,8 @@ CASES = [
     C("split", [x4], lambda x: torch.split(x, [1, 2], 1), split_sizes=[1, 2], dim=1),
     C("slice", [f32(4, 10)], lambda x: x[:, 1:9:2], dim=1, start=1, end=9, step=2),
     C("slice", [f32(4, 10)], lambda x: x[:, -3:], id="slice-neg", dim=1, start=-3, end=2**63 - 1),
+    C("slice_scatter", [f32(4, 10), f32(4, 4)], lambda x, s: torch.slice_scatter(x, s, 1, 1, 9, 2),
+      dim=1, start=1, end=9, step=2),
     C("select", [x4], lambda x: x[:, :, -1], dim=2, index=-1),
     C("index", [x4, ints(4, 2, lo=0, hi=3)], lambda x, i: x[:, i], dims=[1]),
     C("index", [x4, ints(3, lo=0, hi=2), ints(3, lo=0, hi=5)], lambda x, i, j: x[i, :, j],

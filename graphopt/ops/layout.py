@@ -413,3 +413,27 @@ def _einsum(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType
 
 define("einsum", _einsum, lambda *xs, equation: np.einsum(equation, *xs, optimize=True),
        attrs={"equation": attr_str()}, arity=(1, None))
+
+
+def _slice_scatter(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    x, src = types
+    same_dtype(types)
+    d = axis(attrs["dim"], x.rank)
+    _, n = _slice_range(x.shape[d], attrs["start"], attrs["end"], attrs["step"])
+    if src.shape != (*x.shape[:d], n, *x.shape[d + 1 :]):
+        raise ShapeError(f"source {fmt_shape(src.shape)} does not fit the slice of {fmt_shape(x.shape)}")
+    return x
+
+
+def slice_scatter(x: np.ndarray, src: np.ndarray, dim: int, start: int | None, end: int | None,
+                  step: int) -> np.ndarray:
+    out = x.copy()
+    index = [slice(None)] * x.ndim
+    index[dim] = slice(start, end, step)
+    out[tuple(index)] = src
+    return out
+
+
+define("slice_scatter", _slice_scatter, slice_scatter, arity=(2, 2),
+       attrs={"dim": attr_int(0), "start": attr_int(None), "end": attr_int(None), "step": attr_int(1)},
+       doc="x with x[..., start:end:step, ...] (on `dim`) replaced by src (torch.slice_scatter).")

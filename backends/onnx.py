@@ -1,0 +1,750 @@
+"""ONNX backend (fp32): the graph IR as an ONNX model (opset 17) that ONNX Runtime runs.
+
+Tensor names are the IR's printed names (state-dict names for weights) and node names come from
+`loc`, so a person recognises their layers in Netron. `unsupported(graph)` is the capability check:
+it lists every node this emitter cannot lower, before any work is done."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from graphopt.errors import GraphoptError
+from graphopt.ir.graph import Graph
+from graphopt.ir.node import Node
+from graphopt.ir.printer import Namer
+from graphopt.ir.types import DType, TensorType
+from graphopt.ir.value import Value
+
+OPSET = 17
+INT64_MAX = 2**63 - 1
+EXTERNAL_DATA_BYTES = 1 << 30  # larger models keep their weights in a side .data file
+
+Emitter = Callable[["OnnxEmitter", Node], None]
+EMITTERS: dict[str, Emitter] = {}
+# Ops that lower only under conditions; the check returns a reason when it cannot.
+CONDITIONS: dict[str, Callable[[Node], str | None]] = {}
+
+
+def emits(*ops: str, condition: Callable[[Node], str | None] | None = None) -> Callable[[Emitter], Emitter]:
+    def add(fn: Emitter) -> Emitter:
+        for op in ops:
+            EMITTERS[op] = fn
+            if condition is not None:
+                CONDITIONS[op] = condition
+        return fn
+
+    return add
+
+
+def onnx_dtype(dtype: DType) -> int:
+    return helper.np_dtype_to_tensor_dtype(dtype.numpy)
+
+
+def unsupported(graph: Graph) -> list[str]:
+    """Every node the ONNX emitter cannot lower, with the reason."""
+    problems = []
+    for node in graph:
+        if node.op not in EMITTERS:
+            problems.append(f"{node.where}: no ONNX lowering for op {node.op!r}")
+        elif node.op in CONDITIONS and (reason := CONDITIONS[node.op](node)):
+            problems.append(f"{node.where}: {reason}")
+    return problems
+
+
+class OnnxEmitter:
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.names = Namer()
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._node_names: set[str] = set()
+        self._fresh = 0
+        self.current: Node | None = None
+
+    # --- helpers ----------------------------------------------------------------------------------
+    def name(self, value: Value) -> str:
+        return self.names(value)
+
+    def ins(self, node: Node) -> list[str]:
+        return [self.name(v) for v in node.operands]
+
+    def out(self, node: Node, index: int = 0) -> str:
+        return self.name(node.results[index])
+
+    def tmp(self, hint: str = "t") -> str:
+        self._fresh += 1
+        base = self.current.loc if self.current is not None and self.current.loc else "tmp"
+        return f"{base}/{hint}_{self._fresh}"
+
+    def const(self, array: Any, dtype: Any = None, hint: str = "const") -> str:
+        name = self.tmp(hint)
+        self.initializers.append(numpy_helper.from_array(np.asarray(array, dtype=dtype), name))
+        return name
+
+    def ints(self, values: Sequence[int], hint: str = "shape") -> str:
+        return self.const(np.asarray(list(values), dtype=np.int64), hint=hint)
+
+    def add(self, op_type: str, inputs: Sequence[str], outputs: Sequence[str] | None = None, **attrs: Any) -> str:
+        """Append an ONNX node; returns its first output (a fresh name unless given)."""
+        outputs = list(outputs) if outputs is not None else [self.tmp(op_type.lower())]
+        loc = self.current.loc if self.current is not None and self.current.loc else op_type
+        name = f"{loc}/{op_type}" if self.current is not None and self.current.loc else op_type
+        base, i = name, 1
+        while name in self._node_names:
+            i += 1
+            name = f"{base}_{i}"
+        self._node_names.add(name)
+        self.nodes.append(helper.make_node(op_type, list(inputs), outputs, name=name, **attrs))
+        return outputs[0]
+
+    def simple(self, node: Node, op_type: str, **attrs: Any) -> None:
+        self.add(op_type, self.ins(node), [self.out(node)], **attrs)
+
+    # --- model ------------------------------------------------------------------------------------
+    def value_info(self, value: Value) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(self.name(value), onnx_dtype(value.dtype), list(value.shape))
+
+    def build(self, opset: int) -> onnx.ModelProto:
+        problems = unsupported(self.graph)
+        if problems:
+            raise GraphoptError("cannot lower to ONNX:\n  " + "\n  ".join(problems))
+        inputs = [self.value_info(v) for v in self.graph.inputs]
+        for p in self.graph.parameters:
+            if p.data is None:
+                raise GraphoptError(f"parameter %{p.name} has no data; load the graph with its weights")
+            self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(p.data), self.name(p)))
+        for node in self.graph:
+            self.current = node
+            EMITTERS[node.op](self, node)
+        self.current = None
+        outputs = []
+        for i, v in enumerate(self.graph.outputs):
+            if v.producer is None or any(v is o for o in self.graph.outputs[:i]):
+                # ONNX outputs must be distinct node outputs: route inputs/parameters/repeats through Identity.
+                alias = self.tmp("output")
+                self.add("Identity", [self.name(v)], [alias])
+                outputs.append(helper.make_tensor_value_info(alias, onnx_dtype(v.dtype), list(v.shape)))
+            else:
+                outputs.append(self.value_info(v))
+        g = helper.make_graph(self.nodes, self.graph.name, inputs, outputs, self.initializers)
+        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], producer_name="graphopt")
+        model.ir_version = min(model.ir_version, 8)
+        return model
+
+
+def to_onnx(graph: Graph, path: str | os.PathLike[str] | None = None, *, opset: int = OPSET) -> onnx.ModelProto:
+    """Lower `graph` to ONNX; with `path`, also write it there atomically (weights over 1 GiB go to a
+    side `<name>.data` file)."""
+    model = OnnxEmitter(graph).build(opset)
+    big = sum(t.ByteSize() for t in model.graph.initializer) > EXTERNAL_DATA_BYTES
+    if not big:
+        onnx.checker.check_model(model)
+    if path is not None:
+        save_model(model, Path(path), external=big)
+        if big:
+            onnx.checker.check_model(str(path))
+    return model
+
+
+def save_model(model: onnx.ModelProto, path: Path, *, external: bool) -> None:
+    """Write next to the target, then rename, so a failed write never leaves a partial model."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
+        staged = Path(tmp) / path.name
+        location = path.name + ".data"
+        if external:
+            onnx.save_model(model, staged, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=location, size_threshold=1024)
+            os.replace(Path(tmp) / location, path.parent / location)
+        else:
+            onnx.save_model(model, staged)
+        os.replace(staged, path)
+
+
+# --- elementwise ---------------------------------------------------------------------------------------
+for _op, _onnx in {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "exp": "Exp", "log": "Log",
+                   "sqrt": "Sqrt", "erf": "Erf", "neg": "Neg", "abs": "Abs", "sin": "Sin", "cos": "Cos",
+                   "reciprocal": "Reciprocal", "logical_not": "Not", "hardswish": "HardSwish",
+                   "add": "Add", "sub": "Sub", "mul": "Mul", "pow": "Pow", "maximum": "Max", "minimum": "Min",
+                   "eq": "Equal", "lt": "Less", "le": "LessOrEqual", "gt": "Greater", "ge": "GreaterOrEqual",
+                   "logical_and": "And", "logical_or": "Or", "where": "Where", "matmul": "MatMul",
+                   "identity": "Identity", "clone": "Identity", "contiguous": "Identity",
+                   "dropout": "Identity"}.items():
+    emits(_op)(lambda e, n, t=_onnx: e.simple(n, t))
+
+
+@emits("einsum")
+def _einsum(e: OnnxEmitter, n: Node) -> None:
+    e.simple(n, "Einsum", equation=n.attrs["equation"])
+
+
+@emits("embedding")
+def _embedding(e: OnnxEmitter, n: Node) -> None:
+    indices, weight = e.ins(n)
+    e.add("Gather", [weight, indices], [e.out(n)], axis=0)
+
+
+def _scalar(e: OnnxEmitter, value: float, like: Value) -> str:
+    return e.const(np.asarray(value, dtype=like.dtype.numpy))
+
+
+@emits("relu6", "hardtanh", "clamp")
+def _clip(e: OnnxEmitter, n: Node) -> None:
+    x = n.operands[0]
+    lo, hi = {"relu6": (0.0, 6.0), "hardtanh": (n.attrs.get("min_val"), n.attrs.get("max_val")),
+              "clamp": (n.attrs.get("min"), n.attrs.get("max"))}[n.op]
+    bounds = ["" if b is None else _scalar(e, b, x) for b in (lo, hi)]
+    e.add("Clip", [e.name(x), *bounds], [e.out(n)])
+
+
+@emits("leaky_relu")
+def _leaky(e: OnnxEmitter, n: Node) -> None:
+    e.simple(n, "LeakyRelu", alpha=n.attrs["negative_slope"])
+
+
+@emits("elu")
+def _elu(e: OnnxEmitter, n: Node) -> None:
+    e.simple(n, "Elu", alpha=n.attrs["alpha"])
+
+
+@emits("hardsigmoid")
+def _hardsigmoid(e: OnnxEmitter, n: Node) -> None:
+    e.simple(n, "HardSigmoid", alpha=1 / 6, beta=0.5)
+
+
+@emits("silu")
+def _silu(e: OnnxEmitter, n: Node) -> None:
+    (x,) = e.ins(n)
+    e.add("Mul", [x, e.add("Sigmoid", [x])], [e.out(n)])
+
+
+def _softplus(e: OnnxEmitter, x: str, beta: float, like: Value) -> str:
+    if beta == 1.0:
+        return e.add("Softplus", [x])
+    b = _scalar(e, beta, like)
+    return e.add("Div", [e.add("Softplus", [e.add("Mul", [x, b])]), b])
+
+
+@emits("softplus")
+def _softplus_node(e: OnnxEmitter, n: Node) -> None:
+    e.add("Identity", [_softplus(e, e.ins(n)[0], n.attrs["beta"], n.operands[0])], [e.out(n)])
+
+
+@emits("mish")
+def _mish(e: OnnxEmitter, n: Node) -> None:
+    (x,) = e.ins(n)
+    e.add("Mul", [x, e.add("Tanh", [_softplus(e, x, 1.0, n.operands[0])])], [e.out(n)])
+
+
+@emits("gelu")
+def _gelu(e: OnnxEmitter, n: Node) -> None:
+    """The erf form that ONNX Runtime's optimizer fuses into its Gelu kernel."""
+    (x,) = e.ins(n)
+    like = n.operands[0]
+    if n.attrs["approximate"] == "tanh":
+        cube = e.add("Mul", [_scalar(e, 0.044715, like), e.add("Mul", [x, e.add("Mul", [x, x])])])
+        inner = e.add("Mul", [_scalar(e, float(np.sqrt(2 / np.pi)), like), e.add("Add", [x, cube])])
+        gate = e.add("Add", [_scalar(e, 1.0, like), e.add("Tanh", [inner])])
+    else:
+        gate = e.add("Add", [e.add("Erf", [e.add("Div", [x, _scalar(e, float(np.sqrt(2)), like)])]),
+                             _scalar(e, 1.0, like)])
+    e.add("Mul", [e.add("Mul", [x, gate]), _scalar(e, 0.5, like)], [e.out(n)])
+
+
+@emits("rsqrt")
+def _rsqrt(e: OnnxEmitter, n: Node) -> None:
+    e.add("Reciprocal", [e.add("Sqrt", e.ins(n))], [e.out(n)])
+
+
+@emits("pow_scalar")
+def _pow_scalar(e: OnnxEmitter, n: Node) -> None:
+    e.add("Pow", [e.ins(n)[0], _scalar(e, n.attrs["exponent"], n.operands[0])], [e.out(n)])
+
+
+@emits("ne")
+def _ne(e: OnnxEmitter, n: Node) -> None:
+    e.add("Not", [e.add("Equal", e.ins(n))], [e.out(n)])
+
+
+@emits("div")
+def _div(e: OnnxEmitter, n: Node) -> None:
+    a, b = e.ins(n)
+    mode, is_float = n.attrs["rounding_mode"], n.result.dtype.is_float
+    if mode == "none" or (mode == "trunc" and not is_float):
+        e.add("Div", [a, b], [e.out(n)])  # ONNX integer Div truncates
+    elif mode == "floor" and is_float:
+        e.add("Floor", [e.add("Div", [a, b])], [e.out(n)])
+    elif mode == "trunc":
+        q = e.add("Div", [a, b])
+        e.add("Mul", [e.add("Sign", [q]), e.add("Floor", [e.add("Abs", [q])])], [e.out(n)])
+    else:  # integer floor: truncate, then step down where the remainder's sign differs from b's
+        q = e.add("Div", [a, b])
+        r = e.add("Sub", [a, e.add("Mul", [q, b])])
+        zero = _scalar(e, 0, n.result)
+        step = e.add("Cast", [e.add("Less", [e.add("Mul", [r, b]), zero])], to=onnx_dtype(n.result.dtype))
+        e.add("Sub", [q, step], [e.out(n)])
+
+
+@emits("fmod")
+def _fmod(e: OnnxEmitter, n: Node) -> None:
+    e.simple(n, "Mod", fmod=1)
+
+
+@emits("remainder")
+def _remainder(e: OnnxEmitter, n: Node) -> None:
+    a, b = e.ins(n)
+    if not n.result.dtype.is_float:
+        e.simple(n, "Mod", fmod=0)
+        return
+    e.add("Sub", [a, e.add("Mul", [e.add("Floor", [e.add("Div", [a, b])]), b])], [e.out(n)])
+
+
+@emits("to")
+def _to(e: OnnxEmitter, n: Node) -> None:
+    e.simple(n, "Cast", to=onnx_dtype(n.attrs["dtype"]))  # float -> int truncates, as in torch
+
+
+# --- reductions -----------------------------------------------------------------------------------------
+def _axes(n: Node) -> dict[str, Any]:
+    dims = n.attrs.get("dims")
+    return {} if dims is None else {"axes": list(dims)}
+
+
+def _reduce(e: OnnxEmitter, op_type: str, x: str, n: Node, out: str | None = None) -> str:
+    keep = int(n.attrs.get("keepdim", False))
+    if op_type == "ReduceSum":  # axes became an input in opset 13
+        dims = n.attrs.get("dims")
+        inputs = [x] + ([e.ints(dims, "axes")] if dims is not None else [])
+        return e.add(op_type, inputs, [out] if out else None, keepdims=keep)
+    return e.add(op_type, [x], [out] if out else None, keepdims=keep, **_axes(n))
+
+
+for _op, _onnx in {"mean": "ReduceMean", "sum": "ReduceSum", "prod": "ReduceProd", "amax": "ReduceMax",
+                   "amin": "ReduceMin"}.items():
+    emits(_op)(lambda e, n, t=_onnx: _reduce(e, t, e.ins(n)[0], n, e.out(n)))
+
+
+@emits("any", "all")
+def _any_all(e: OnnxEmitter, n: Node) -> None:
+    as_int = e.add("Cast", e.ins(n), to=TensorProto.INT32)
+    reduced = _reduce(e, "ReduceMax" if n.op == "any" else "ReduceMin", as_int, n)
+    e.add("Cast", [reduced], [e.out(n)], to=TensorProto.BOOL)
+
+
+@emits("norm")
+def _norm(e: OnnxEmitter, n: Node) -> None:
+    (x,) = e.ins(n)
+    order = n.attrs["ord"]
+    if order in (1.0, 2.0):
+        _reduce(e, "ReduceL1" if order == 1.0 else "ReduceL2", x, n, e.out(n))
+    elif order == float("inf"):
+        _reduce(e, "ReduceMax", e.add("Abs", [x]), n, e.out(n))
+    else:
+        like = n.operands[0]
+        powered = e.add("Pow", [e.add("Abs", [x]), _scalar(e, order, like)])
+        e.add("Pow", [_reduce(e, "ReduceSum", powered, n), _scalar(e, 1 / order, like)], [e.out(n)])
+
+
+@emits("var")
+def _var(e: OnnxEmitter, n: Node) -> None:
+    (x,) = e.ins(n)
+    value = n.operands[0]
+    dims = range(value.type.rank) if n.attrs["dims"] is None else n.attrs["dims"]
+    count = int(np.prod([value.shape[d] for d in dims]))  # type: ignore[misc]
+    centered = e.add("Sub", [x, e.add("ReduceMean", [x], keepdims=1, **_axes(n))])
+    total = _reduce(e, "ReduceSum", e.add("Mul", [centered, centered]), n)
+    e.add("Div", [total, _scalar(e, max(count - n.attrs["correction"], 0), value)], [e.out(n)])
+
+
+@emits("argmax")
+def _argmax(e: OnnxEmitter, n: Node) -> None:
+    (x,) = e.ins(n)
+    if n.attrs["dim"] is None:
+        x = e.add("Reshape", [x, e.ints([-1])])
+    e.add("ArgMax", [x], [e.out(n)], axis=n.attrs["dim"] or 0, keepdims=int(n.attrs["keepdim"]))
+
+
+@emits("softmax")
+def _softmax(e: OnnxEmitter, n: Node) -> None:
+    e.simple(n, "Softmax", axis=n.attrs["dim"])
+
+
+@emits("log_softmax")
+def _log_softmax(e: OnnxEmitter, n: Node) -> None:
+    e.simple(n, "LogSoftmax", axis=n.attrs["dim"])
+
+
+@emits("cumsum")
+def _cumsum(e: OnnxEmitter, n: Node) -> None:
+    e.add("CumSum", [e.ins(n)[0], e.const(np.int64(n.attrs["dim"]))], [e.out(n)])
+
+
+# --- layout -------------------------------------------------------------------------------------------
+def reshape_target(source: TensorType, target: TensorType) -> list[int]:
+    """A Reshape shape for a possibly symbolic target: 0 copies a matching input dim, -1 fills one."""
+    shape: list[int] = []
+    for i, d in enumerate(target.shape):
+        if isinstance(d, int):
+            shape.append(d)
+        elif i < source.rank and source.shape[i] == d:
+            shape.append(0)
+        else:
+            shape.append(-1)
+    if shape.count(-1) > 1:
+        raise GraphoptError(f"cannot express reshape {source} -> {target} in ONNX without shape arithmetic")
+    return shape
+
+
+def _symbolic_reshape_ok(n: Node) -> str | None:
+    try:
+        reshape_target(n.operands[0].type, n.result.type)
+    except GraphoptError as err:
+        return str(err)
+    return None
+
+
+@emits("reshape", "flatten", "squeeze", "unsqueeze", condition=_symbolic_reshape_ok)
+def _reshape(e: OnnxEmitter, n: Node) -> None:
+    shape = reshape_target(n.operands[0].type, n.result.type)
+    e.add("Reshape", [e.ins(n)[0], e.ints(shape)], [e.out(n)])
+
+
+@emits("permute")
+def _permute(e: OnnxEmitter, n: Node) -> None:
+    rank = n.operands[0].type.rank
+    e.simple(n, "Transpose", perm=[d % rank for d in n.attrs["dims"]])
+
+
+@emits("expand")
+def _expand(e: OnnxEmitter, n: Node) -> None:
+    x = n.operands[0]
+    lead = n.result.type.rank - x.type.rank
+    shape = [d if isinstance(d, int) else 1 for d in n.result.shape]  # 1 keeps the input's (symbolic) dim
+    for i, d in enumerate(n.result.shape):
+        if isinstance(d, str) and (i < lead or x.shape[i - lead] != d):
+            raise GraphoptError(f"{n.where}: expand to a new symbolic dim {d} is not supported in ONNX")
+    e.add("Expand", [e.name(x), e.ints(shape)], [e.out(n)])
+
+
+@emits("repeat")
+def _repeat(e: OnnxEmitter, n: Node) -> None:
+    x, reps = e.ins(n)[0], list(n.attrs["repeats"])
+    extra = len(reps) - n.operands[0].type.rank
+    if extra:
+        x = e.add("Reshape", [x, e.ints([1] * extra + reshape_target(n.operands[0].type, n.operands[0].type))])
+    e.add("Tile", [x, e.ints(reps, "repeats")], [e.out(n)])
+
+
+@emits("cat")
+def _cat(e: OnnxEmitter, n: Node) -> None:
+    e.simple(n, "Concat", axis=n.attrs["dim"])
+
+
+@emits("split")
+def _split(e: OnnxEmitter, n: Node) -> None:
+    e.add("Split", [e.ins(n)[0], e.ints(n.attrs["split_sizes"], "split")],
+          [e.out(n, i) for i in range(len(n.results))], axis=n.attrs["dim"])
+
+
+def _slice_inputs(e: OnnxEmitter, start: int | None, end: int | None, dim: int, step: int) -> list[str]:
+    return [e.ints([0 if start is None else start]), e.ints([INT64_MAX if end is None else end]), e.ints([dim]),
+            e.ints([step])]
+
+
+@emits("slice")
+def _slice(e: OnnxEmitter, n: Node) -> None:
+    a = n.attrs
+    e.add("Slice", [e.ins(n)[0], *_slice_inputs(e, a["start"], a["end"], a["dim"], a["step"])], [e.out(n)])
+
+
+def _unit_step(n: Node) -> str | None:
+    return None if n.attrs["step"] == 1 else "slice_scatter with a step other than 1"
+
+
+@emits("slice_scatter", condition=_unit_step)
+def _slice_scatter(e: OnnxEmitter, n: Node) -> None:
+    """x[:start] ++ src ++ x[end:] along `dim`."""
+    x, src = e.ins(n)
+    a = n.attrs
+    size = n.operands[0].shape[a["dim"] % n.operands[0].type.rank]
+    start, end = slice(a["start"], a["end"]).indices(size)[:2]  # type: ignore[arg-type]
+    parts = [e.add("Slice", [x, *_slice_inputs(e, 0, start, a["dim"], 1)]), src,
+             e.add("Slice", [x, *_slice_inputs(e, end, None, a["dim"], 1)])]
+    e.add("Concat", parts, [e.out(n)], axis=a["dim"])
+
+
+@emits("select")
+def _select(e: OnnxEmitter, n: Node) -> None:
+    e.add("Gather", [e.ins(n)[0], e.const(np.int64(n.attrs["index"]))], [e.out(n)], axis=n.attrs["dim"])
+
+
+def _consecutive(n: Node) -> str | None:
+    dims = list(n.attrs["dims"])
+    return None if dims == list(range(dims[0], dims[-1] + 1)) else "advanced indexing on non-adjacent dims"
+
+
+@emits("index", condition=_consecutive)
+def _index(e: OnnxEmitter, n: Node) -> None:
+    """Several index tensors on adjacent dims become one Gather on the merged dims."""
+    x, *indices = e.ins(n)
+    value = n.operands[0]
+    dims = list(n.attrs["dims"])
+    if len(dims) == 1:
+        e.add("Gather", [x, indices[0]], [e.out(n)], axis=dims[0])
+        return
+    sizes = [int(value.shape[d]) for d in dims]  # type: ignore[arg-type]
+    linear = None
+    for i, idx in enumerate(indices):
+        stride = int(np.prod(sizes[i + 1 :]))
+        term = e.add("Mul", [idx, e.const(np.asarray(stride, dtype=n.operands[1 + i].dtype.numpy))])
+        linear = term if linear is None else e.add("Add", [linear, term])
+    merged = [*value.shape[: dims[0]], int(np.prod(sizes)), *value.shape[dims[-1] + 1 :]]
+    flat = e.add("Reshape", [x, e.ints(reshape_target(value.type, value.type.with_shape(merged)))])
+    e.add("Gather", [flat, linear], [e.out(n)], axis=dims[0])  # type: ignore[list-item]
+
+
+@emits("index_select")
+def _index_select(e: OnnxEmitter, n: Node) -> None:
+    e.simple(n, "Gather", axis=n.attrs["dim"])
+
+
+@emits("gather")
+def _gather(e: OnnxEmitter, n: Node) -> None:
+    e.simple(n, "GatherElements", axis=n.attrs["dim"])
+
+
+def _pad_mode(n: Node) -> str | None:
+    return "circular padding needs ONNX opset 19" if n.attrs["mode"] == "circular" else None
+
+
+@emits("pad", condition=_pad_mode)
+def _pad(e: OnnxEmitter, n: Node) -> None:
+    rank, pad = n.operands[0].type.rank, n.attrs["pad"]
+    begin, end = [0] * rank, [0] * rank
+    for i in range(len(pad) // 2):
+        begin[rank - 1 - i], end[rank - 1 - i] = pad[2 * i], pad[2 * i + 1]
+    mode = {"constant": "constant", "reflect": "reflect", "replicate": "edge"}[n.attrs["mode"]]
+    inputs = [e.ins(n)[0], e.ints(begin + end, "pads")]
+    if mode == "constant":
+        inputs.append(_scalar(e, n.attrs["value"], n.operands[0]))
+    e.add("Pad", inputs, [e.out(n)], mode=mode)
+
+
+@emits("roll")
+def _roll(e: OnnxEmitter, n: Node) -> None:
+    x = e.ins(n)[0]
+    value = n.operands[0]
+    for i, (shift, dim) in enumerate(zip(n.attrs["shifts"], n.attrs["dims"])):
+        size = int(value.shape[dim])  # type: ignore[arg-type]
+        cut = size - shift % size
+        parts = [e.add("Slice", [x, *_slice_inputs(e, cut, None, dim, 1)]),
+                 e.add("Slice", [x, *_slice_inputs(e, 0, cut, dim, 1)])]
+        last = i == len(n.attrs["dims"]) - 1
+        x = e.add("Concat", parts, [e.out(n)] if last else None, axis=dim)
+
+
+@emits("flip")
+def _flip(e: OnnxEmitter, n: Node) -> None:
+    dims = list(n.attrs["dims"])
+    e.add("Slice", [e.ins(n)[0], e.ints([-1] * len(dims)), e.ints([-(2**63)] * len(dims)), e.ints(dims),
+                    e.ints([-1] * len(dims))], [e.out(n)])
+
+
+# --- layers -------------------------------------------------------------------------------------------
+@emits("conv1d", "conv2d")
+def _conv(e: OnnxEmitter, n: Node) -> None:
+    a = n.attrs
+    e.simple(n, "Conv", strides=list(a["stride"]), pads=list(a["padding"]) * 2, dilations=list(a["dilation"]),
+             group=a["groups"], kernel_shape=list(n.operands[1].shape[2:]))
+
+
+@emits("conv_transpose2d")
+def _conv_transpose(e: OnnxEmitter, n: Node) -> None:
+    a = n.attrs
+    e.simple(n, "ConvTranspose", strides=list(a["stride"]), pads=list(a["padding"]) * 2,
+             dilations=list(a["dilation"]), group=a["groups"], output_padding=list(a["output_padding"]),
+             kernel_shape=list(n.operands[1].shape[2:]))
+
+
+@emits("linear")
+def _linear(e: OnnxEmitter, n: Node) -> None:
+    ins = e.ins(n)
+    if n.operands[0].type.rank == 2:
+        e.add("Gemm", ins, [e.out(n)], transB=1)
+        return
+    product = e.add("MatMul", [ins[0], e.add("Transpose", [ins[1]], perm=[1, 0])],
+                    [e.out(n)] if len(ins) == 2 else None)
+    if len(ins) == 3:
+        e.add("Add", [product, ins[2]], [e.out(n)])
+
+
+@emits("batch_norm")
+def _batch_norm(e: OnnxEmitter, n: Node) -> None:
+    x, mean, var, weight, bias = e.ins(n)
+    e.add("BatchNormalization", [x, weight, bias, mean, var], [e.out(n)], epsilon=n.attrs["eps"])
+
+
+@emits("layer_norm")
+def _layer_norm(e: OnnxEmitter, n: Node) -> None:
+    ins = e.ins(n)
+    norm = list(n.attrs["normalized_shape"])
+    if len(ins) == 1:
+        ins.append(e.const(np.ones(norm, dtype=n.operands[0].dtype.numpy), hint="ones"))
+    e.add("LayerNormalization", ins, [e.out(n)], axis=-len(norm), epsilon=n.attrs["eps"])
+
+
+@emits("group_norm")
+def _group_norm(e: OnnxEmitter, n: Node) -> None:
+    """Reshape to [N, G, -1], normalize over the last axis, reshape back, apply the affine."""
+    x, *affine = e.ins(n)
+    value = n.operands[0]
+    grouped = e.add("Reshape", [x, e.ints([0, n.attrs["num_groups"], -1])])
+    mean = e.add("ReduceMean", [grouped], axes=[2], keepdims=1)
+    centered = e.add("Sub", [grouped, mean])
+    var = e.add("ReduceMean", [e.add("Mul", [centered, centered])], axes=[2], keepdims=1)
+    normed = e.add("Div", [centered, e.add("Sqrt", [e.add("Add", [var, _scalar(e, n.attrs["eps"], value)])])])
+    y = e.add("Reshape", [normed, e.ints(reshape_target(value.type, value.type))])
+    channel_shape = e.ints([-1] + [1] * (value.type.rank - 2))
+    for i, (p, op_type) in enumerate(zip(affine, ("Mul", "Add"))):
+        last = i == len(affine) - 1
+        y = e.add(op_type, [y, e.add("Reshape", [p, channel_shape])], [e.out(n)] if last else None)
+    if not affine:
+        e.add("Identity", [y], [e.out(n)])
+
+
+def _pool_attrs(n: Node) -> dict[str, Any]:
+    a = n.attrs
+    return {"kernel_shape": list(a["kernel_size"]), "strides": list(a["stride"]), "pads": list(a["padding"]) * 2,
+            "ceil_mode": int(a["ceil_mode"])}
+
+
+@emits("max_pool2d")
+def _max_pool(e: OnnxEmitter, n: Node) -> None:
+    e.simple(n, "MaxPool", dilations=list(n.attrs["dilation"]), **_pool_attrs(n))
+
+
+def _divisor_ok(n: Node) -> str | None:
+    a = n.attrs
+    if a["divisor_override"] and (any(a["padding"]) or a["ceil_mode"]):
+        return "avg_pool2d divisor_override with padding or ceil_mode"
+    return None
+
+
+@emits("avg_pool2d", condition=_divisor_ok)
+def _avg_pool(e: OnnxEmitter, n: Node) -> None:
+    a = n.attrs
+    if not a["divisor_override"]:
+        e.simple(n, "AveragePool", count_include_pad=int(a["count_include_pad"]), **_pool_attrs(n))
+        return
+    mean = e.add("AveragePool", e.ins(n), **_pool_attrs(n))
+    factor = float(np.prod(a["kernel_size"])) / a["divisor_override"]
+    e.add("Mul", [mean, _scalar(e, factor, n.operands[0])], [e.out(n)])
+
+
+def _adaptive_ok(n: Node) -> str | None:
+    out, size = n.attrs["output_size"], n.operands[0].shape[2:]
+    if tuple(out) == (1, 1) or all(isinstance(s, int) and s % o == 0 for s, o in zip(size, out)):
+        return None
+    return f"adaptive_avg_pool2d from {list(size)} to {list(out)} has uneven bins"
+
+
+@emits("adaptive_avg_pool2d", condition=_adaptive_ok)
+def _adaptive(e: OnnxEmitter, n: Node) -> None:
+    out = list(n.attrs["output_size"])
+    if out == [1, 1]:
+        e.simple(n, "GlobalAveragePool")
+        return
+    kernel = [int(s) // o for s, o in zip(n.operands[0].shape[2:], out)]  # type: ignore[call-overload]
+    e.simple(n, "AveragePool", kernel_shape=kernel, strides=kernel)
+
+
+@emits("scaled_dot_product_attention")
+def _sdpa(e: OnnxEmitter, n: Node) -> None:
+    q, k, v, *mask = e.ins(n)
+    query = n.operands[0]
+    rank = query.type.rank
+    scale = n.attrs["scale"] or 1 / np.sqrt(int(query.shape[-1]))  # type: ignore[arg-type]
+    perm = [*range(rank - 2), rank - 1, rank - 2]
+    scores = e.add("Mul", [e.add("MatMul", [q, e.add("Transpose", [k], perm=perm)]), _scalar(e, scale, query)])
+    if n.attrs["is_causal"]:
+        size_q, size_k = int(query.shape[-2]), int(n.operands[1].shape[-2])  # type: ignore[arg-type]
+        bias = np.where(np.tril(np.ones((size_q, size_k), bool)), 0, -np.inf).astype(query.dtype.numpy)
+        scores = e.add("Add", [scores, e.const(bias, hint="causal_mask")])
+    if mask:
+        if n.operands[3].dtype is DType.bool:
+            scores = e.add("Where", [mask[0], scores, _scalar(e, -np.inf, query)])
+        else:
+            scores = e.add("Add", [scores, mask[0]])
+    e.add("MatMul", [e.add("Softmax", [scores], axis=-1), v], [e.out(n)])
+
+
+@emits("glu")
+def _glu(e: OnnxEmitter, n: Node) -> None:
+    a, b = e.tmp("a"), e.tmp("b")
+    half = int(n.result.shape[n.attrs["dim"]])  # type: ignore[arg-type]
+    e.add("Split", [e.ins(n)[0], e.ints([half, half], "split")], [a, b], axis=n.attrs["dim"])
+    e.add("Mul", [a, e.add("Sigmoid", [b])], [e.out(n)])
+
+
+# --- creation -------------------------------------------------------------------------------------------
+def _static_result(n: Node) -> str | None:
+    return None if n.result.type.is_static else f"{n.op} with a symbolic shape; run fold-constants first"
+
+
+@emits("full", "arange", condition=_static_result)
+def _constant(e: OnnxEmitter, n: Node) -> None:
+    from graphopt.ops import get_op
+
+    data = get_op(n.op).reference(**n.attrs)
+    e.initializers.append(numpy_helper.from_array(np.asarray(data, dtype=n.result.dtype.numpy), e.out(n)))
+
+
+@emits("full_like")
+def _full_like(e: OnnxEmitter, n: Node) -> None:
+    value = helper.make_tensor("value", onnx_dtype(n.result.dtype), [1], [n.attrs["value"]])
+    e.add("ConstantOfShape", [e.add("Shape", e.ins(n))], [e.out(n)], value=value)
+
+
+# --- quantization -------------------------------------------------------------------------------------------
+def _default_range(n: Node) -> str | None:
+    if n.attrs.get("quant_min") is not None or n.attrs.get("quant_max") is not None:
+        return "a narrowed quant range (quant_min/quant_max) has no ONNX QuantizeLinear equivalent"
+    return None
+
+
+@emits("quantize_per_tensor", condition=_default_range)
+def _quantize(e: OnnxEmitter, n: Node) -> None:
+    scale = e.const(np.float32(n.attrs["scale"]), hint="scale")
+    zp = e.const(np.asarray(n.attrs["zero_point"], dtype=n.attrs["dtype"].numpy), hint="zero_point")
+    e.add("QuantizeLinear", [e.ins(n)[0], scale, zp], [e.out(n)])
+
+
+@emits("dequantize_per_tensor")
+def _dequantize(e: OnnxEmitter, n: Node) -> None:
+    scale = e.const(np.float32(n.attrs["scale"]), hint="scale")
+    zp = e.const(np.asarray(n.attrs["zero_point"], dtype=n.operands[0].dtype.numpy), hint="zero_point")
+    e.add("DequantizeLinear", [e.ins(n)[0], scale, zp], [e.out(n)])
+
+
+@emits("quantize_per_channel", condition=_default_range)
+def _quantize_channel(e: OnnxEmitter, n: Node) -> None:
+    x, scales, zps = e.ins(n)
+    if n.operands[2].dtype is not n.attrs["dtype"]:
+        zps = e.add("Cast", [zps], to=onnx_dtype(n.attrs["dtype"]))
+    e.add("QuantizeLinear", [x, scales, zps], [e.out(n)], axis=n.attrs["axis"])
+
+
+@emits("dequantize_per_channel")
+def _dequantize_channel(e: OnnxEmitter, n: Node) -> None:
+    x, scales, zps = e.ins(n)
+    if n.operands[2].dtype is not n.operands[0].dtype:
+        zps = e.add("Cast", [zps], to=onnx_dtype(n.operands[0].dtype))
+    e.add("DequantizeLinear", [x, scales, zps], [e.out(n)], axis=n.attrs["axis"])
