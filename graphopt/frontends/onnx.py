@@ -1,0 +1,225 @@
+"""ONNX frontend: a ModelProto or .onnx file (opset 11 and newer, external data included) into the
+graph IR. Initializers become parameters, ONNX node names become `loc`.
+
+Shape arithmetic that exporters leave behind (Shape -> Gather -> Concat -> Reshape chains, masks
+built with ConstantOfShape / ScatterND) is evaluated at import with onnx's reference evaluator,
+since the input shapes are known; what reaches the IR is the model's real computation."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from graphopt.errors import GraphoptError, ShapeError
+from graphopt.ir.graph import Graph
+from graphopt.ir.types import Dim, DType, TensorType
+from graphopt.ir.value import Value
+
+Converter = Callable[["OnnxImporter", onnx.NodeProto], Sequence[Value | np.ndarray] | Value | np.ndarray]
+ONNX: dict[str, Converter] = {}
+# Evaluated at import when every input is constant; never these (they carry quantization structure).
+NOT_FOLDED = {"QuantizeLinear", "DequantizeLinear"}
+INT64_MAX = 2**63 - 1
+
+
+def register_onnx(*op_types: str) -> Callable[[Converter], Converter]:
+    """Register a converter for ONNX op types (default domain)."""
+
+    def add(fn: Converter) -> Converter:
+        for op in op_types:
+            ONNX[op] = fn
+        return fn
+
+    return add
+
+
+def load_model(source: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelProto:
+    if isinstance(source, onnx.ModelProto):
+        return source
+    path = Path(source)
+    if not path.exists():
+        raise GraphoptError(f"ONNX file {path} does not exist")
+    try:
+        model = onnx.load(str(path), load_external_data=True)
+    except Exception as e:
+        raise GraphoptError(f"malformed or truncated ONNX file {path}: {type(e).__name__}: {e}") from None
+    return model
+
+
+class OnnxImporter:
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.model = model
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        self.graph = Graph(_identifier(model.graph.name) or "main")
+        self.values: dict[str, Value] = {}
+        self.consts: dict[str, np.ndarray] = {}
+        self.node: onnx.NodeProto | None = None
+        self.symbols: dict[str, str] = {}
+
+    # --- helpers ----------------------------------------------------------------------------------
+    @property
+    def loc(self) -> str:
+        return self.node.name if self.node is not None else ""
+
+    def attrs(self, node: onnx.NodeProto) -> dict[str, Any]:
+        out = {}
+        for a in node.attribute:
+            v = helper.get_attribute_value(a)
+            out[a.name] = v.decode() if isinstance(v, bytes) else v
+        return out
+
+    def has(self, node: onnx.NodeProto, index: int) -> bool:
+        return len(node.input) > index and node.input[index] != ""
+
+    def const(self, name: str) -> np.ndarray:
+        """The value of an input that must be constant (shapes, axes, pads ...)."""
+        if name not in self.consts:
+            raise GraphoptError(f"input {name!r} must be a constant (it is computed at run time)")
+        return self.consts[name]
+
+    def opt_const(self, node: onnx.NodeProto, index: int) -> np.ndarray | None:
+        return self.const(node.input[index]) if self.has(node, index) else None
+
+    def value(self, name: str) -> Value:
+        """The IR value of an ONNX tensor; constants become parameters on first use."""
+        if name in self.values:
+            return self.values[name]
+        if name in self.consts:
+            data = self.consts[name]
+            value = self.graph.add_parameter(data, name)
+            self.values[name] = value
+            return value
+        raise GraphoptError(f"tensor {name!r} is not defined before its use")
+
+    def input(self, node: onnx.NodeProto, index: int) -> Value:
+        return self.value(node.input[index])
+
+    def emit(self, op: str, operands: Sequence[Value], attrs: dict[str, Any] | None = None) -> Value:
+        created = self.graph.create(op, operands, attrs or {}, loc=self.loc)
+        return created.results[0] if len(created.results) == 1 else tuple(created.results)  # type: ignore[return-value]
+
+    def scalar(self, value: float, like: Value) -> Value:
+        return self.value(self._store(np.asarray(value, dtype=like.dtype.numpy)))
+
+    def _store(self, array: np.ndarray) -> str:
+        name = f"{self.loc or 'const'}/c{len(self.consts)}"
+        self.consts[name] = array
+        return name
+
+    # --- the walk -----------------------------------------------------------------------------------
+    def run(self) -> Graph:
+        g = self.model.graph
+        for init in g.initializer:
+            data = numpy_helper.to_array(init)
+            _check_finite(init.name, data)
+            self.consts[init.name] = data
+        for vi in g.input:
+            if vi.name not in self.consts:
+                self.values[vi.name] = self.graph.add_input(self._type(vi), vi.name)
+        for node in g.node:
+            self.node = node
+            self._convert(node)
+        self.node = None
+        self.graph.outputs = [self._output(o.name) for o in g.output]
+        return self.graph
+
+    def _output(self, name: str) -> Value:
+        value = self.value(name)
+        if value.producer is None and not value.is_input:  # a constant output: keep it a node result
+            return self.graph.create("identity", [value], loc=name).result
+        return value
+
+    def _type(self, vi: onnx.ValueInfoProto) -> TensorType:
+        t = vi.type.tensor_type
+        dims: list[Dim] = []
+        for d in t.shape.dim:
+            if d.HasField("dim_value"):
+                dims.append(d.dim_value)
+            elif d.dim_param:
+                dims.append(self.symbols.setdefault(d.dim_param, _identifier(d.dim_param) or f"s{len(self.symbols)}"))
+            else:
+                raise GraphoptError(f"input {vi.name!r} has a dimension with no size or name; give it a static shape")
+        return TensorType(_dtype(t.elem_type, vi.name), dims)
+
+    def _convert(self, node: onnx.NodeProto) -> None:
+        where = f"{node.op_type} node {node.name!r}" if node.name else f"{node.op_type} node"
+        if node.domain not in ("", "ai.onnx"):
+            raise GraphoptError(f"{where}: op domain {node.domain!r} is not supported")
+        inputs = [i for i in node.input if i]
+        if node.op_type not in NOT_FOLDED and (node.op_type == "Constant" or
+                                               (inputs and all(i in self.consts for i in inputs))):
+            self._fold(node, where)
+            return
+        converter = ONNX.get(node.op_type)
+        if converter is None:
+            raise GraphoptError(
+                f"{where}: unsupported ONNX op {node.op_type!r}; register a converter with "
+                f"@graphopt.frontends.onnx.register_onnx({node.op_type!r}) and, if the IR lacks the op, "
+                "graphopt.register_op")
+        try:
+            result = converter(self, node)
+        except GraphoptError as e:
+            raise GraphoptError(f"{where}: {e}") from None
+        results = list(result) if isinstance(result, list | tuple) else [result]
+        for name, r in zip(node.output, results):
+            if not name:
+                continue
+            if isinstance(r, np.ndarray):
+                self.consts[name] = r
+            else:
+                r.name = name
+                self.values[name] = r
+
+    def _fold(self, node: onnx.NodeProto, where: str) -> None:
+        from onnx.reference import ReferenceEvaluator
+
+        feeds = {i: self.consts[i] for i in node.input if i}
+        try:
+            outputs = ReferenceEvaluator(node).run(None, feeds)
+        except Exception as e:
+            raise GraphoptError(f"{where}: cannot evaluate constant subgraph: {type(e).__name__}: {e}") from None
+        for name, array in zip(node.output, outputs):
+            if name:
+                self.consts[name] = np.asarray(array)
+
+
+def _identifier(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+    return cleaned if cleaned.isidentifier() else ""
+
+
+def _dtype(elem_type: int, what: str) -> DType:
+    try:
+        return DType.of(helper.tensor_dtype_to_np_dtype(elem_type))
+    except (KeyError, ShapeError, TypeError):
+        raise GraphoptError(f"{what}: ONNX element type {onnx.TensorProto.DataType.Name(elem_type)} is not supported") from None
+
+
+def _check_finite(name: str, data: np.ndarray) -> None:
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        raise GraphoptError(f"initializer {name!r} holds {int((~np.isfinite(data)).sum())} NaN/inf value(s); "
+                            "fix the model before compressing it")
+
+
+def from_onnx(source: str | os.PathLike[str] | onnx.ModelProto) -> Graph:
+    """Import an ONNX model (file path or ModelProto)."""
+    from graphopt.frontends import onnx_ops  # noqa: F401  (registers the converters)
+
+    model = load_model(source)
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as e:
+        raise GraphoptError(f"malformed ONNX model: {str(e).strip().splitlines()[0]}") from None
+    except ValueError:
+        pass  # over 2 GB in memory: the checker needs the file path, the importer does not
+    importer = OnnxImporter(model)
+    if importer.opset < 11:
+        raise GraphoptError(f"ONNX opset {importer.opset} is older than 11; convert it with "
+                            "onnx.version_converter first")
+    return importer.run()

@@ -1,0 +1,555 @@
+"""ONNX -> IR converters, opset 11 and newer (attributes that later opsets moved to inputs are read
+from either place)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from onnx import NodeProto
+
+from graphopt.errors import GraphoptError
+from graphopt.frontends.onnx import INT64_MAX, OnnxImporter, _dtype, register_onnx
+from graphopt.ir.types import Dim, DType
+from graphopt.ir.value import Value
+from graphopt.ops.layout import reshape_shape
+
+Importer = OnnxImporter
+
+
+def unary(op: str, *onnx_ops: str) -> None:
+    @register_onnx(*onnx_ops)
+    def convert(im: Importer, node: NodeProto) -> Value:
+        return im.emit(op, [im.input(node, 0)])
+
+
+for _op, _onnx in {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "erf": "Erf", "exp": "Exp", "log": "Log",
+                   "sqrt": "Sqrt", "neg": "Neg", "abs": "Abs", "reciprocal": "Reciprocal", "sin": "Sin", "cos": "Cos",
+                   "logical_not": "Not", "hardswish": "HardSwish", "softplus": "Softplus", "identity": "Identity"}.items():
+    unary(_op, _onnx)
+
+
+@register_onnx("Dropout")
+def dropout(im: Importer, node: NodeProto) -> list[Value]:
+    if len(node.output) > 1 and node.output[1]:
+        raise GraphoptError("the Dropout mask output is not supported")
+    return [im.emit("identity", [im.input(node, 0)])]
+
+
+@register_onnx("LeakyRelu")
+def leaky_relu(im: Importer, node: NodeProto) -> Value:
+    return im.emit("leaky_relu", [im.input(node, 0)], {"negative_slope": im.attrs(node).get("alpha", 0.01)})
+
+
+@register_onnx("Elu")
+def elu(im: Importer, node: NodeProto) -> Value:
+    return im.emit("elu", [im.input(node, 0)], {"alpha": im.attrs(node).get("alpha", 1.0)})
+
+
+@register_onnx("Gelu")
+def gelu(im: Importer, node: NodeProto) -> Value:
+    return im.emit("gelu", [im.input(node, 0)], {"approximate": im.attrs(node).get("approximate", "none")})
+
+
+@register_onnx("HardSigmoid")
+def hardsigmoid(im: Importer, node: NodeProto) -> Value:
+    a = im.attrs(node)
+    alpha, beta = a.get("alpha", 0.2), a.get("beta", 0.5)
+    x = im.input(node, 0)
+    if math.isclose(alpha, 1 / 6, rel_tol=1e-6) and beta == 0.5:
+        return im.emit("hardsigmoid", [x])
+    scaled = im.emit("add", [im.emit("mul", [x, im.scalar(alpha, x)]), im.scalar(beta, x)])
+    return im.emit("clamp", [scaled], {"min": 0.0, "max": 1.0})
+
+
+@register_onnx("Clip")
+def clip(im: Importer, node: NodeProto) -> Value:
+    a = im.attrs(node)
+    lo = im.opt_const(node, 1) if im.opset >= 11 else a.get("min")
+    hi = im.opt_const(node, 2) if im.opset >= 11 else a.get("max")
+    lo, hi = (None if v is None else float(v) for v in (lo, hi))
+    if (lo, hi) == (0.0, 6.0):
+        return im.emit("relu6", [im.input(node, 0)])
+    return im.emit("clamp", [im.input(node, 0)], {"min": lo, "max": hi})
+
+
+def binary(op: str, *onnx_ops: str, **attrs: Any) -> None:
+    @register_onnx(*onnx_ops)
+    def convert(im: Importer, node: NodeProto) -> Value:
+        return im.emit(op, [im.input(node, 0), im.input(node, 1)], dict(attrs))
+
+
+for _op, _onnx in {"add": "Add", "sub": "Sub", "mul": "Mul", "pow": "Pow", "eq": "Equal", "lt": "Less",
+                   "le": "LessOrEqual", "gt": "Greater", "ge": "GreaterOrEqual", "logical_and": "And",
+                   "logical_or": "Or", "matmul": "MatMul"}.items():
+    binary(_op, _onnx)
+
+
+@register_onnx("Div")
+def div(im: Importer, node: NodeProto) -> Value:
+    a, b = im.input(node, 0), im.input(node, 1)
+    return im.emit("div", [a, b], {"rounding_mode": "none" if a.dtype.is_float else "trunc"})
+
+
+@register_onnx("Mod")
+def mod(im: Importer, node: NodeProto) -> Value:
+    op = "fmod" if im.attrs(node).get("fmod", 0) else "remainder"
+    return im.emit(op, [im.input(node, 0), im.input(node, 1)])
+
+
+@register_onnx("Max", "Min")
+def max_min(im: Importer, node: NodeProto) -> Value:
+    op = "maximum" if node.op_type == "Max" else "minimum"
+    out = im.input(node, 0)
+    for i in range(1, len(node.input)):
+        out = im.emit(op, [out, im.input(node, i)])
+    return out
+
+
+@register_onnx("Where")
+def where(im: Importer, node: NodeProto) -> Value:
+    return im.emit("where", [im.input(node, i) for i in range(3)])
+
+
+@register_onnx("Cast", "CastLike")
+def cast(im: Importer, node: NodeProto) -> Value:
+    to = im.attrs(node)["to"] if node.op_type == "Cast" else None
+    dtype = _dtype(to, node.name) if to is not None else im.input(node, 1).dtype
+    return im.emit("to", [im.input(node, 0)], {"dtype": dtype})
+
+
+# --- reductions ----------------------------------------------------------------------------------------
+def _reduce_axes(im: Importer, node: NodeProto) -> list[int] | None:
+    attrs = im.attrs(node)
+    axes = attrs.get("axes")
+    if axes is None and im.has(node, 1):
+        axes = [int(a) for a in im.const(node.input[1]).reshape(-1)]
+    if not axes:
+        if attrs.get("noop_with_empty_axes", 0):
+            raise GraphoptError("noop_with_empty_axes is not supported")
+        return None
+    return list(axes)
+
+
+def reduce(op: str, onnx_op: str, **extra: Any) -> None:
+    @register_onnx(onnx_op)
+    def convert(im: Importer, node: NodeProto) -> Value:
+        keep = bool(im.attrs(node).get("keepdims", 1))
+        return im.emit(op, [im.input(node, 0)], {"dims": _reduce_axes(im, node), "keepdim": keep, **extra})
+
+
+reduce("mean", "ReduceMean")
+reduce("sum", "ReduceSum")
+reduce("prod", "ReduceProd")
+reduce("amax", "ReduceMax")
+reduce("amin", "ReduceMin")
+reduce("norm", "ReduceL2", ord=2.0)
+reduce("norm", "ReduceL1", ord=1.0)
+
+
+@register_onnx("ArgMax")
+def argmax(im: Importer, node: NodeProto) -> Value:
+    a = im.attrs(node)
+    if a.get("select_last_index", 0):
+        raise GraphoptError("select_last_index is not supported")
+    return im.emit("argmax", [im.input(node, 0)], {"dim": a.get("axis", 0), "keepdim": bool(a.get("keepdims", 1))})
+
+
+@register_onnx("Softmax", "LogSoftmax")
+def softmax(im: Importer, node: NodeProto) -> Value:
+    op = "softmax" if node.op_type == "Softmax" else "log_softmax"
+    x = im.input(node, 0)
+    rank = x.type.rank
+    axis = im.attrs(node).get("axis", -1 if im.opset >= 13 else 1) % rank
+    if im.opset >= 13 or axis == rank - 1:
+        return im.emit(op, [x], {"dim": axis})
+    # Before opset 13 the input is coerced to 2-D at `axis`: normalize over all trailing dims.
+    flat = im.emit("reshape", [x], {"shape": [*x.shape[:axis], -1]})
+    return im.emit("reshape", [im.emit(op, [flat], {"dim": -1})], {"shape": list(x.shape)})
+
+
+@register_onnx("CumSum")
+def cumsum(im: Importer, node: NodeProto) -> Value:
+    a = im.attrs(node)
+    if a.get("exclusive", 0) or a.get("reverse", 0):
+        raise GraphoptError("exclusive or reverse CumSum is not supported")
+    return im.emit("cumsum", [im.input(node, 0)], {"dim": int(im.const(node.input[1]))})
+
+
+# --- layout --------------------------------------------------------------------------------------------
+@register_onnx("Reshape")
+def reshape(im: Importer, node: NodeProto) -> Value:
+    x = im.input(node, 0)
+    target: list[Dim] = [int(d) for d in im.const(node.input[1])]
+    if not im.attrs(node).get("allowzero", 0):
+        target = [x.shape[i] if d == 0 else d for i, d in enumerate(target)]
+    return im.emit("reshape", [x], {"shape": list(reshape_shape(x.shape, target))})
+
+
+@register_onnx("Flatten")
+def flatten(im: Importer, node: NodeProto) -> Value:
+    x = im.input(node, 0)
+    axis = im.attrs(node).get("axis", 1) % (x.type.rank + 1)
+    if axis == 0:
+        return im.emit("reshape", [x], {"shape": [1, -1]})
+    return im.emit("flatten", [im.emit("flatten", [x], {"start_dim": 0, "end_dim": axis - 1})] if axis > 1 else [x],
+                   {"start_dim": 1})
+
+
+@register_onnx("Transpose")
+def transpose(im: Importer, node: NodeProto) -> Value:
+    x = im.input(node, 0)
+    perm = im.attrs(node).get("perm", list(range(x.type.rank))[::-1])
+    return im.emit("permute", [x], {"dims": list(perm)})
+
+
+def _axes_input(im: Importer, node: NodeProto) -> list[int] | None:
+    axes = im.attrs(node).get("axes")
+    if axes is None and im.has(node, 1):
+        axes = [int(a) for a in im.const(node.input[1]).reshape(-1)]
+    return None if axes is None else list(axes)
+
+
+@register_onnx("Squeeze")
+def squeeze(im: Importer, node: NodeProto) -> Value:
+    return im.emit("squeeze", [im.input(node, 0)], {"dims": _axes_input(im, node)})
+
+
+@register_onnx("Unsqueeze")
+def unsqueeze(im: Importer, node: NodeProto) -> Value:
+    x = im.input(node, 0)
+    axes = _axes_input(im, node) or []
+    rank = x.type.rank + len(axes)
+    for a in sorted(d % rank for d in axes):
+        x = im.emit("unsqueeze", [x], {"dim": a})
+    return x
+
+
+@register_onnx("Concat")
+def concat(im: Importer, node: NodeProto) -> Value:
+    parts = [im.value(n) for n in node.input if n]
+    return im.emit("cat", parts, {"dim": im.attrs(node)["axis"]})
+
+
+@register_onnx("Split")
+def split(im: Importer, node: NodeProto) -> tuple[Value, ...]:
+    x = im.input(node, 0)
+    a = im.attrs(node)
+    axis = a.get("axis", 0) % x.type.rank
+    sizes = a.get("split")
+    if sizes is None and im.has(node, 1):
+        sizes = [int(s) for s in im.const(node.input[1])]
+    if sizes is None:
+        total, parts = int(x.shape[axis]), a.get("num_outputs", len(node.output))  # type: ignore[arg-type]
+        step = -(-total // parts)
+        sizes = [min(step, total - i * step) for i in range(parts)]
+    out = im.emit("split", [x], {"split_sizes": list(sizes), "dim": axis})
+    return out if isinstance(out, tuple) else (out,)
+
+
+@register_onnx("Slice")
+def slice_(im: Importer, node: NodeProto) -> Value:
+    x = im.input(node, 0)
+    starts, ends = im.const(node.input[1]), im.const(node.input[2])
+    axes = im.opt_const(node, 3)
+    steps = im.opt_const(node, 4)
+    axes = list(range(len(starts))) if axes is None else [int(a) for a in axes]
+    steps = [1] * len(starts) if steps is None else [int(s) for s in steps]
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        start, end = int(start), int(end)
+        size = x.shape[axis]
+        if step > 0:
+            x = im.emit("slice", [x], {"dim": axis, "start": start, "end": min(end, INT64_MAX), "step": step})
+            continue
+        if not isinstance(size, int):
+            raise GraphoptError("a negative-step slice on a symbolic dim is not supported")
+        indices = range(size)[slice(start, end if end > -size - 1 else None, step)]
+        flipped = im.emit("flip", [x], {"dims": [axis]})
+        first = size - 1 - indices[0] if len(indices) else 0
+        x = im.emit("slice", [flipped], {"dim": axis, "start": first, "end": first + len(indices) * -step,
+                                         "step": -step})
+    return x
+
+
+@register_onnx("Gather")
+def gather(im: Importer, node: NodeProto) -> Value:
+    data_name, index_name = node.input[0], node.input[1]
+    axis = im.attrs(node).get("axis", 0)
+    if index_name in im.consts and im.consts[index_name].ndim == 0:
+        return im.emit("select", [im.value(data_name)], {"dim": axis, "index": int(im.consts[index_name])})
+    data, idx = im.value(data_name), im.value(index_name)
+    if data.is_parameter and axis == 0 and data.type.rank == 2:
+        return im.emit("embedding", [idx, data])
+    return im.emit("index", [data, idx], {"dims": [axis % data.type.rank]})
+
+
+@register_onnx("GatherElements")
+def gather_elements(im: Importer, node: NodeProto) -> Value:
+    return im.emit("gather", [im.input(node, 0), im.input(node, 1)], {"dim": im.attrs(node).get("axis", 0)})
+
+
+@register_onnx("GatherND")
+def gather_nd(im: Importer, node: NodeProto) -> Value:
+    if im.attrs(node).get("batch_dims", 0):
+        raise GraphoptError("GatherND with batch_dims is not supported")
+    data, idx = im.input(node, 0), im.input(node, 1)
+    depth = int(idx.shape[-1])  # type: ignore[arg-type]
+    parts = [im.emit("select", [idx], {"dim": -1, "index": i}) for i in range(depth)]
+    return im.emit("index", [data, *parts], {"dims": list(range(depth))})
+
+
+@register_onnx("Expand")
+def expand(im: Importer, node: NodeProto) -> Value:
+    x = im.input(node, 0)
+    shape = [int(d) for d in im.const(node.input[1])]
+    rank = max(len(shape), x.type.rank)
+    src = [1] * (rank - x.type.rank) + list(x.shape)
+    tgt = [1] * (rank - len(shape)) + shape
+    out = [s if t == 1 else t for s, t in zip(src, tgt)]
+    return im.emit("expand", [x], {"shape": out})
+
+
+@register_onnx("Tile")
+def tile(im: Importer, node: NodeProto) -> Value:
+    return im.emit("repeat", [im.input(node, 0)], {"repeats": [int(r) for r in im.const(node.input[1])]})
+
+
+@register_onnx("Pad")
+def pad(im: Importer, node: NodeProto) -> Value:
+    x = im.input(node, 0)
+    a = im.attrs(node)
+    pads = a.get("pads")
+    if pads is None:
+        pads = [int(p) for p in im.const(node.input[1])]
+    value = im.opt_const(node, 2)
+    axes = im.opt_const(node, 3)
+    rank = x.type.rank
+    axes = list(range(rank)) if axes is None else [int(ax) % rank for ax in axes]
+    n = len(axes)
+    begin, end = dict(zip(axes, pads[:n])), dict(zip(axes, pads[n:]))
+    if any(p < 0 for p in pads):
+        raise GraphoptError("negative pads (cropping) are not supported")
+    first = min((d for d in axes if begin[d] or end[d]), default=rank - 1)
+    torch_pad: list[int] = []
+    for d in range(rank - 1, first - 1, -1):
+        torch_pad += [begin.get(d, 0), end.get(d, 0)]
+    mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}[a.get("mode", "constant")]
+    fill = float(value.reshape(-1)[0]) if value is not None and value.size else float(a.get("value", 0.0))
+    return im.emit("pad", [x], {"pad": torch_pad, "mode": mode, "value": fill})
+
+
+@register_onnx("Einsum")
+def einsum(im: Importer, node: NodeProto) -> Value:
+    return im.emit("einsum", [im.value(n) for n in node.input], {"equation": im.attrs(node)["equation"]})
+
+
+@register_onnx("Shape")
+def shape(im: Importer, node: NodeProto) -> np.ndarray:
+    x = im.input(node, 0)
+    a = im.attrs(node)
+    dims = x.shape[a.get("start", 0) : a.get("end", None)]
+    if not all(isinstance(d, int) for d in dims):
+        raise GraphoptError(f"Shape of a tensor with symbolic dims {list(dims)} is computed at run time; "
+                            "give the model static input shapes")
+    return np.asarray(dims, dtype=np.int64)
+
+
+@register_onnx("Size")
+def size(im: Importer, node: NodeProto) -> np.ndarray:
+    x = im.input(node, 0)
+    if not x.type.is_static:
+        raise GraphoptError("Size of a tensor with symbolic dims is computed at run time")
+    return np.asarray(x.type.numel, dtype=np.int64)
+
+
+@register_onnx("ConstantOfShape")
+def constant_of_shape(im: Importer, node: NodeProto) -> np.ndarray:
+    raise GraphoptError("ConstantOfShape with a shape computed at run time is not supported")
+
+
+# --- layers -------------------------------------------------------------------------------------------
+def _spatial_pads(im: Importer, node: NodeProto, x: Value, kernel: list[int], strides: list[int],
+                  dilations: list[int]) -> tuple[Value, list[int]]:
+    """Symmetric pads for the IR op; asymmetric or auto pads become an explicit pad node first."""
+    a = im.attrs(node)
+    nsp = len(kernel)
+    auto = a.get("auto_pad", "NOTSET")
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        pads = [0] * (2 * nsp)
+        for i in range(nsp):
+            size = int(x.shape[2 + i])  # type: ignore[arg-type]
+            total = max(0, (-(-size // strides[i]) - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1 - size)
+            small, big = total // 2, total - total // 2
+            pads[i], pads[nsp + i] = (small, big) if auto == "SAME_UPPER" else (big, small)
+    else:
+        pads = list(a.get("pads", [0] * (2 * nsp)))
+    begin, end = pads[:nsp], pads[nsp:]
+    if begin == end:
+        return x, begin
+    torch_pad: list[int] = []
+    for i in range(nsp - 1, -1, -1):
+        torch_pad += [begin[i], end[i]]
+    return im.emit("pad", [x], {"pad": torch_pad}), [0] * nsp
+
+
+@register_onnx("Conv")
+def conv(im: Importer, node: NodeProto) -> Value:
+    x, w = im.input(node, 0), im.input(node, 1)
+    a = im.attrs(node)
+    nsp = w.type.rank - 2
+    if nsp not in (1, 2):
+        raise GraphoptError(f"{nsp}-d convolution is not supported")
+    kernel = [int(k) for k in w.shape[2:]]  # type: ignore[arg-type]
+    strides, dilations = list(a.get("strides", [1] * nsp)), list(a.get("dilations", [1] * nsp))
+    x, pads = _spatial_pads(im, node, x, kernel, strides, dilations)
+    operands = [x, w] + ([im.input(node, 2)] if im.has(node, 2) else [])
+    return im.emit(f"conv{nsp}d", operands, {"stride": strides, "padding": pads, "dilation": dilations,
+                                              "groups": a.get("group", 1)})
+
+
+@register_onnx("ConvTranspose")
+def conv_transpose(im: Importer, node: NodeProto) -> Value:
+    a = im.attrs(node)
+    if "output_shape" in a or a.get("auto_pad", "NOTSET") != "NOTSET":
+        raise GraphoptError("ConvTranspose with output_shape or auto_pad is not supported; give explicit pads")
+    pads = list(a.get("pads", [0, 0, 0, 0]))
+    if pads[:2] != pads[2:]:
+        raise GraphoptError(f"asymmetric ConvTranspose pads {pads} are not supported")
+    operands = [im.input(node, 0), im.input(node, 1)] + ([im.input(node, 2)] if im.has(node, 2) else [])
+    return im.emit("conv_transpose2d", operands, {
+        "stride": list(a.get("strides", [1, 1])), "padding": pads[:2], "dilation": list(a.get("dilations", [1, 1])),
+        "output_padding": list(a.get("output_padding", [0, 0])), "groups": a.get("group", 1)})
+
+
+@register_onnx("Gemm")
+def gemm(im: Importer, node: NodeProto) -> Value:
+    a = im.attrs(node)
+    x = im.input(node, 0)
+    if a.get("transA", 0):
+        x = im.emit("permute", [x], {"dims": [1, 0]})
+    alpha, beta = a.get("alpha", 1.0), a.get("beta", 1.0)
+    b_name = node.input[1]
+    bias = None
+    if im.has(node, 2):
+        c = im.input(node, 2)
+        bias = c if beta == 1.0 else im.emit("mul", [c, im.scalar(beta, c)])
+    if a.get("transB", 0) and alpha == 1.0 and (bias is None or bias.type.rank <= 1):
+        w = im.value(b_name)
+        if bias is not None and bias.shape != (w.shape[0],):
+            bias = im.emit("expand", [bias], {"shape": [w.shape[0]]})
+        return im.emit("linear", [x, w] + ([bias] if bias is not None else []))
+    w = im.value(b_name)
+    if a.get("transB", 0):
+        w = im.emit("permute", [w], {"dims": [1, 0]})
+    y = im.emit("matmul", [x, w])
+    if alpha != 1.0:
+        y = im.emit("mul", [y, im.scalar(alpha, y)])
+    return y if bias is None else im.emit("add", [y, bias])
+
+
+@register_onnx("BatchNormalization")
+def batch_norm(im: Importer, node: NodeProto) -> Value:
+    a = im.attrs(node)
+    if a.get("training_mode", 0) or len([o for o in node.output if o]) > 1:
+        raise GraphoptError("BatchNormalization in training mode is not supported")
+    x, scale, bias, mean, var = (im.input(node, i) for i in range(5))
+    return im.emit("batch_norm", [x, mean, var, scale, bias], {"eps": a.get("epsilon", 1e-5)})
+
+
+@register_onnx("LayerNormalization")
+def layer_norm(im: Importer, node: NodeProto) -> Value:
+    a = im.attrs(node)
+    x = im.input(node, 0)
+    axis = a.get("axis", -1) % x.type.rank
+    if len([o for o in node.output if o]) > 1:
+        raise GraphoptError("LayerNormalization mean / inv_std_dev outputs are not supported")
+    operands = [x, im.input(node, 1)] + ([im.input(node, 2)] if im.has(node, 2) else [])
+    return im.emit("layer_norm", operands, {"normalized_shape": list(x.shape[axis:]), "eps": a.get("epsilon", 1e-5)})
+
+
+@register_onnx("InstanceNormalization")
+def instance_norm(im: Importer, node: NodeProto) -> Value:
+    x = im.input(node, 0)
+    return im.emit("group_norm", [x, im.input(node, 1), im.input(node, 2)],
+                   {"num_groups": int(x.shape[1]), "eps": im.attrs(node).get("epsilon", 1e-5)})  # type: ignore[arg-type]
+
+
+def _pool(im: Importer, node: NodeProto, op: str, **extra: Any) -> Value:
+    a = im.attrs(node)
+    x = im.input(node, 0)
+    kernel = list(a["kernel_shape"])
+    if len(kernel) != 2:
+        raise GraphoptError(f"{len(kernel)}-d pooling is not supported")
+    strides, dilations = list(a.get("strides", [1, 1])), list(a.get("dilations", [1, 1]))
+    pads = list(a.get("pads", [0, 0, 0, 0]))
+    if a.get("auto_pad", "NOTSET") != "NOTSET" or pads[:2] != pads[2:]:
+        raise GraphoptError("pooling with auto_pad or asymmetric pads is not supported")
+    attrs = {"kernel_size": kernel, "stride": strides, "padding": pads[:2], "ceil_mode": bool(a.get("ceil_mode", 0)),
+             **extra}
+    if op == "max_pool2d":
+        attrs["dilation"] = dilations
+    return im.emit(op, [x], attrs)
+
+
+@register_onnx("MaxPool")
+def max_pool(im: Importer, node: NodeProto) -> list[Value]:
+    if len(node.output) > 1 and node.output[1]:
+        raise GraphoptError("the MaxPool Indices output is not supported")
+    return [_pool(im, node, "max_pool2d")]
+
+
+@register_onnx("AveragePool")
+def avg_pool(im: Importer, node: NodeProto) -> Value:
+    return _pool(im, node, "avg_pool2d", count_include_pad=bool(im.attrs(node).get("count_include_pad", 0)))
+
+
+@register_onnx("GlobalAveragePool")
+def global_avg_pool(im: Importer, node: NodeProto) -> Value:
+    x = im.input(node, 0)
+    if x.type.rank == 4:
+        return im.emit("adaptive_avg_pool2d", [x], {"output_size": [1, 1]})
+    return im.emit("mean", [x], {"dims": list(range(2, x.type.rank)), "keepdim": True})
+
+
+@register_onnx("GlobalMaxPool")
+def global_max_pool(im: Importer, node: NodeProto) -> Value:
+    x = im.input(node, 0)
+    return im.emit("amax", [x], {"dims": list(range(2, x.type.rank)), "keepdim": True})
+
+
+@register_onnx("PRelu")
+def prelu(im: Importer, node: NodeProto) -> Value:
+    x, slope = im.input(node, 0), im.input(node, 1)
+    negative = im.emit("minimum", [x, im.scalar(0.0, x)])
+    return im.emit("add", [im.emit("relu", [x]), im.emit("mul", [negative, slope])])
+
+
+# --- quantization -------------------------------------------------------------------------------------------
+def _qparams(im: Importer, node: NodeProto) -> tuple[np.ndarray, np.ndarray | None]:
+    return im.const(node.input[1]), im.opt_const(node, 2)
+
+
+@register_onnx("QuantizeLinear")
+def quantize(im: Importer, node: NodeProto) -> Value:
+    scale, zp = _qparams(im, node)
+    dtype = DType.of(zp.dtype) if zp is not None else DType.uint8
+    x = im.input(node, 0)
+    if scale.size == 1:
+        return im.emit("quantize_per_tensor", [x], {"scale": float(scale.reshape(-1)[0]),
+                       "zero_point": int(zp.reshape(-1)[0]) if zp is not None else 0, "dtype": dtype})
+    zps = zp if zp is not None else np.zeros(scale.shape, dtype.numpy)
+    return im.emit("quantize_per_channel", [x, im.input(node, 1), im.value(im._store(zps))],
+                   {"axis": im.attrs(node).get("axis", 1), "dtype": dtype})
+
+
+@register_onnx("DequantizeLinear")
+def dequantize(im: Importer, node: NodeProto) -> Value:
+    scale, zp = _qparams(im, node)
+    x = im.input(node, 0)
+    if scale.size == 1:
+        return im.emit("dequantize_per_tensor", [x], {"scale": float(scale.reshape(-1)[0]),
+                       "zero_point": int(zp.reshape(-1)[0]) if zp is not None else 0})
+    zps = zp if zp is not None else np.zeros(scale.shape, x.dtype.numpy)
+    return im.emit("dequantize_per_channel", [x, im.input(node, 1), im.value(im._store(zps))],
+                   {"axis": im.attrs(node).get("axis", 1)})
