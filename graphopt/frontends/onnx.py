@@ -152,9 +152,8 @@ class OnnxImporter:
         if node.domain not in ("", "ai.onnx"):
             raise GraphoptError(f"{where}: op domain {node.domain!r} is not supported")
         inputs = [i for i in node.input if i]
-        if node.op_type not in NOT_FOLDED and (node.op_type == "Constant" or
-                                               (inputs and all(i in self.consts for i in inputs))):
-            self._fold(node, where)
+        foldable = node.op_type == "Constant" or (inputs and all(i in self.consts for i in inputs))
+        if node.op_type not in NOT_FOLDED and foldable and self._fold(node, where):
             return
         converter = ONNX.get(node.op_type)
         if converter is None:
@@ -176,18 +175,21 @@ class OnnxImporter:
                 r.name = name
                 self.values[name] = r
 
-    def _fold(self, node: onnx.NodeProto, where: str) -> None:
+    def _fold(self, node: onnx.NodeProto, where: str) -> bool:
+        """Evaluate an all-constant node; False (convert it as an IR node instead) if onnx cannot."""
         from onnx.reference import ReferenceEvaluator
 
         feeds = {i: self.consts[i] for i in node.input if i}
         try:
             outputs = ReferenceEvaluator(node).run(None, feeds)
         except Exception as e:
-            raise GraphoptError(f"{where}: cannot evaluate constant subgraph: {type(e).__name__}: {e}") from None
+            if node.op_type == "Constant" or node.op_type not in ONNX:
+                raise GraphoptError(f"{where}: cannot evaluate constant subgraph: {type(e).__name__}: {e}") from None
+            return False
         for name, array in zip(node.output, outputs):
             if name:
                 self.consts[name] = np.asarray(array)
-
+        return True
 
 def _identifier(name: str) -> str:
     cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
@@ -202,8 +204,8 @@ def _dtype(elem_type: int, what: str) -> DType:
 
 
 def _check_finite(name: str, data: np.ndarray) -> None:
-    if data.dtype.kind == "f" and not np.isfinite(data).all():
-        raise GraphoptError(f"initializer {name!r} holds {int((~np.isfinite(data)).sum())} NaN/inf value(s); "
+    if data.dtype.kind == "f" and np.isnan(data).any():  # inf is legitimate (attention masks)
+        raise GraphoptError(f"initializer {name!r} holds {int(np.isnan(data).sum())} NaN value(s); "
                             "fix the model before compressing it")
 
 

@@ -559,10 +559,10 @@ def full(cv: TorchImporter, node: Node) -> Value:
 
 
 @register_aten("full_like.default", "zeros_like.default", "ones_like.default", "empty_like.default", "fill.Scalar",
-               "fill_.Scalar")
+               "fill_.Scalar", "zero.default", "zero_.default")
 def full_like(cv: TorchImporter, node: Node) -> Value:
     name = str(node.target)
-    value = 1.0 if "ones" in name else 0.0 if "zeros" in name or "empty" in name else node.args[1]
+    value = 1.0 if "ones" in name else 0.0 if "zero" in name or "empty" in name else node.args[1]
     return cv.emit("full_like", [cv.value(node.args[0])], {"value": float(value), "dtype": out_dtype(cv, node)})
 
 
