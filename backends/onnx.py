@@ -162,11 +162,15 @@ def save_model(model: onnx.ModelProto, path: Path, *, external: bool) -> None:
         location = path.name + ".data"
         if external:
             onnx.save_model(model, staged, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=location, size_threshold=1024)
+                            location=location, size_threshold=0)
             os.replace(Path(tmp) / location, path.parent / location)
         else:
             onnx.save_model(model, staged)
         os.replace(staged, path)
+    if external:  # saving moved the weights out of `model`; read them back so the caller's proto is whole
+        from onnx.external_data_helper import load_external_data_for_model
+
+        load_external_data_for_model(model, str(path.parent))
 
 
 # --- elementwise ---------------------------------------------------------------------------------------
@@ -692,6 +696,22 @@ def _glu(e: OnnxEmitter, n: Node) -> None:
     half = int(n.result.shape[n.attrs["dim"]])  # type: ignore[arg-type]
     e.add("Split", [e.ins(n)[0], e.ints([half, half], "split")], [a, b], axis=n.attrs["dim"])
     e.add("Mul", [a, e.add("Sigmoid", [b])], [e.out(n)])
+
+
+@emits("interpolate")
+def _interpolate(e: OnnxEmitter, n: Node) -> None:
+    """Resize with the coordinate transform torch uses for the same mode."""
+    a = n.attrs
+    if a["mode"] == "nearest":
+        mode, extra = "nearest", {"coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+    else:
+        transform = "align_corners" if a["align_corners"] else "pytorch_half_pixel"
+        mode, extra = "linear", {"coordinate_transformation_mode": transform}
+    if a["scales"]:
+        inputs = [e.ins(n)[0], "", e.const(np.asarray([1.0, 1.0, *a["scales"]], np.float32), hint="scales")]
+    else:
+        inputs = [e.ins(n)[0], "", "", e.ints([int(d) for d in n.result.shape], "sizes")]  # type: ignore[call-overload]
+    e.add("Resize", inputs, [e.out(n)], mode=mode, **extra)
 
 
 # --- creation -------------------------------------------------------------------------------------------

@@ -420,6 +420,14 @@ def glu(x: torch.Tensor, dim: int) -> torch.Tensor:
     return F.glu(x, dim)
 
 
+@implements("interpolate")
+def interpolate(x: torch.Tensor, size: list[int], mode: str, align_corners: bool,
+                scales: list[float] | None) -> torch.Tensor:
+    if scales:
+        return F.interpolate(x, scale_factor=scales, mode=mode, align_corners=align_corners if mode != "nearest" else None)
+    return F.interpolate(x, size, mode=mode, align_corners=align_corners if mode != "nearest" else None)
+
+
 # --- creation -------------------------------------------------------------------------------------------
 @implements("full")
 def full(shape: list[int], value: float, dtype: torch.dtype) -> torch.Tensor:

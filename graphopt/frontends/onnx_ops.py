@@ -525,6 +525,34 @@ def prelu(im: Importer, node: NodeProto) -> Value:
     return im.emit("add", [im.emit("relu", [x]), im.emit("mul", [negative, slope])])
 
 
+@register_onnx("Resize", "Upsample")
+def resize(im: Importer, node: NodeProto) -> Value:
+    a = im.attrs(node)
+    x = im.input(node, 0)
+    mode = a.get("mode", "nearest")
+    transform = a.get("coordinate_transformation_mode", "half_pixel")
+    if node.op_type == "Upsample":
+        scales = im.const(node.input[1])
+        sizes = None
+    else:
+        scales = im.opt_const(node, 2) if im.has(node, 2) else None
+        sizes = im.opt_const(node, 3) if im.has(node, 3) else None
+        scales = None if scales is not None and scales.size == 0 else scales
+    if x.type.rank != 4 or (scales is not None and tuple(scales[:2]) != (1.0, 1.0)):
+        raise GraphoptError("Resize is supported on the spatial dims of NCHW tensors only")
+    in_size = [int(d) for d in x.shape[2:]]  # type: ignore[call-overload]
+    size = [int(s) for s in sizes[2:]] if sizes is not None else [int(np.floor(i * s)) for i, s in zip(in_size, scales[2:])]
+    if mode == "nearest" and transform == "asymmetric" and a.get("nearest_mode", "round_prefer_floor") == "floor":
+        return im.emit("interpolate", [x], {"size": size, "mode": "nearest",
+                                            "scales": None if scales is None else [float(s) for s in scales[2:]]})
+    if mode == "linear" and transform in ("align_corners", "pytorch_half_pixel", "half_pixel"):
+        if transform == "half_pixel" and min(size) == 1:
+            raise GraphoptError("half_pixel Resize to size 1 differs from torch's bilinear")
+        return im.emit("interpolate", [x], {"size": size, "mode": "bilinear", "align_corners": transform == "align_corners",
+                                            "scales": None if scales is None else [float(s) for s in scales[2:]]})
+    raise GraphoptError(f"Resize mode {mode!r} with coordinate_transformation_mode {transform!r} is not supported")
+
+
 # --- quantization -------------------------------------------------------------------------------------------
 def _qparams(im: Importer, node: NodeProto) -> tuple[np.ndarray, np.ndarray | None]:
     return im.const(node.input[1]), im.opt_const(node, 2)

@@ -111,8 +111,8 @@ binary("add", *_variants("add", "Tensor", "Scalar"))
 binary("sub", *_variants("sub", "Tensor", "Scalar"))
 binary("sub", "rsub.Scalar", "rsub.Tensor", swap=True)
 binary("mul", *_variants("mul", "Tensor", "Scalar"))
-binary("maximum", "maximum.default")
-binary("minimum", "minimum.default")
+binary("maximum", "maximum.default", "max.other")
+binary("minimum", "minimum.default", "min.other")
 binary("fmod", *_variants("fmod", "Tensor", "Scalar"))
 binary("remainder", *_variants("remainder", "Tensor", "Scalar"))
 binary("pow", "pow.Tensor_Tensor", "pow.Scalar")
@@ -580,3 +580,19 @@ def arange(cv: TorchImporter, node: Node) -> Value:
     start, end, step = (0, bounds[0], 1) if len(bounds) == 1 else (bounds[0], bounds[1], bounds[2] if len(bounds) > 2 else 1)
     return cv.emit("arange", [], {"start": float(start), "end": float(end), "step": float(step),
                                   "dtype": out_dtype(cv, node)})
+
+
+@register_aten("upsample_bilinear2d.vec", "upsample_nearest2d.vec", "upsample_bilinear2d.default",
+               "upsample_nearest2d.default")
+def upsample(cv: TorchImporter, node: Node) -> Value:
+    name = str(node.target)
+    bilinear = "bilinear" in name
+    if name.endswith(".vec"):
+        align = bool(node.args[2]) if bilinear else False
+        scales = node.args[3] if bilinear else node.args[2]
+    else:
+        align = bool(arg(node, 2, "align_corners", False)) if bilinear else False
+        scales = [s for s in node.args[3:5] if s is not None] if bilinear else [s for s in node.args[2:4] if s is not None]
+    return cv.emit("interpolate", [cv.value(node.args[0])], {
+        "size": list(cv.shape()[2:]), "mode": "bilinear" if bilinear else "nearest", "align_corners": align,
+        "scales": [float(s) for s in scales] if scales else None})

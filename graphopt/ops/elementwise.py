@@ -91,8 +91,14 @@ unary("softplus", softplus, {"beta": attr_float(1.0), "threshold": attr_float(20
 unary("mish", lambda x: x * np.tanh(softplus(x)))
 unary("tanh", np.tanh)
 unary("erf", erf)
-unary("neg", np.negative)
-unary("abs", np.abs)
+def _numeric(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    if types[0].dtype is DType.bool:
+        raise ShapeError("expects a numeric operand, got bool")
+    return types[0]
+
+
+unary("neg", np.negative, infer=_numeric)
+unary("abs", np.abs, infer=_numeric)
 unary("sin", np.sin)
 unary("cos", np.cos)
 unary("exp", np.exp, sample=False)

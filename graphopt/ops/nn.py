@@ -26,7 +26,7 @@ from graphopt.ops.common import (
 )
 from graphopt.ops.elementwise import sigmoid
 from graphopt.ops.reduce import softmax
-from graphopt.ops.registry import ChannelRule, Sampler
+from graphopt.ops.registry import Attr, AttrKind, ChannelRule, Sampler
 
 
 def numel(shape: Sequence[Dim]) -> int:
@@ -523,3 +523,49 @@ def glu(x: np.ndarray, dim: int) -> np.ndarray:
 
 
 define("glu", _glu, glu, attrs={"dim": attr_int(-1)})
+
+
+# --- resampling -----------------------------------------------------------------------------------------
+def _interpolate(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    x = types[0]
+    need_float(x)
+    if x.rank != 4 or len(attrs["size"]) != 2:
+        raise ShapeError("interpolate takes an NCHW input and a 2-value size")
+    for d in x.shape[2:]:
+        static(d, "spatial dim")
+    return x.with_shape((*x.shape[:2], *attrs["size"]))
+
+
+def _source_coords(out: int, size: int, align_corners: bool, scale: float | None) -> np.ndarray:
+    """torch's source coordinate of each output pixel (area_pixel_compute_source_index)."""
+    dst = np.arange(out, dtype=np.float64)
+    if align_corners:
+        return dst * ((size - 1) / (out - 1) if out > 1 else 0.0)
+    ratio = 1.0 / scale if scale else size / out
+    return np.maximum((dst + 0.5) * ratio - 0.5, 0.0)
+
+
+def interpolate(x: np.ndarray, size: tuple[int, ...], mode: str, align_corners: bool,
+                scales: tuple[float, ...] | None) -> np.ndarray:
+    out = x
+    for axis, (n_out, n_in) in enumerate(zip(size, x.shape[2:]), start=2):
+        scale = scales[axis - 2] if scales else None
+        if mode == "nearest":
+            ratio = 1.0 / scale if scale else n_in / n_out
+            idx = np.minimum(np.floor(np.arange(n_out) * ratio).astype(np.int64), n_in - 1)
+            out = np.take(out, idx, axis=axis)
+            continue
+        src = _source_coords(n_out, n_in, align_corners, scale)
+        lo = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+        hi = np.minimum(lo + 1, n_in - 1)
+        shape = [1] * out.ndim
+        shape[axis] = -1
+        frac = (src - lo).reshape(shape)
+        out = np.take(out, lo, axis=axis) * (1 - frac) + np.take(out, hi, axis=axis) * frac
+    return out
+
+
+define("interpolate", _interpolate, interpolate, channel=ChannelRule.ELEMENTWISE,
+       attrs={"size": attr_ints(), "mode": Attr(AttrKind.STR, "nearest", ("nearest", "bilinear")),
+              "align_corners": attr_bool(False), "scales": Attr(AttrKind.FLOATS, None)},
+       doc="Resize an NCHW tensor to `size` (torch.nn.functional.interpolate, nearest or bilinear).")
