@@ -4,21 +4,24 @@ VENV   := .venv
 STAMP  := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test bench coverage
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --progress-bar off -e ".[dev]"
+	$(VENV)/bin/pip install --quiet --progress-bar off -e ".[dev,models]"
 	touch $(STAMP)
 
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/graphopt demo --out out/demo
+	HF_HUB_OFFLINE=1 $(VENV)/bin/graphopt demo --out out/demo
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -q
+	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/bench_pass_manager.py
+
+coverage: $(STAMP)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python benchmarks/coverage.py

@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt.set_defaults(run=cmd_opt)
     sub.add_parser("passes", help="list the passes and their options").set_defaults(run=cmd_passes)
     sub.add_parser("ops", help="list the registered ops").set_defaults(run=cmd_ops)
-    demo = sub.add_parser("demo", help="build, optimize and check a small CNN end to end")
+    demo = sub.add_parser("demo", help="trace MiniLM, run a pipeline, write ONNX, check it in ONNX Runtime")
     demo.add_argument("--out", default="out/demo", help="folder for the graphs and the report")
     demo.add_argument("-p", "--pipeline", default="dce")
     demo.set_defaults(run=cmd_demo)

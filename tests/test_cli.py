@@ -2,6 +2,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import graphopt as go
@@ -14,12 +15,27 @@ def model(tmp_path: Path) -> Path:
     return go.save(conv_relu_graph(), tmp_path / "model.gir")
 
 
-def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_traces_minilm_and_checks_onnx_runtime(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--out", str(tmp_path)]) == 0
     report = (tmp_path / "report.md").read_text()
-    assert "| before | 22 |" in report and "| after | 20 |" in report and "max abs difference 0" in report
-    assert len(go.load(tmp_path / "model.opt.gir")) == 20
+    assert "all-MiniLM-L6-v2" in report and "cosine(ORT, eager)" in report
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tmp_path / "minilm.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask"]
     assert "dce" in capsys.readouterr().out
+
+
+def test_opt_traces_a_torch_factory_to_onnx(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "r18.onnx"
+    assert main(["opt", "torchvision.models:resnet18", "--input-shape", "1x3x224x224", "-p", "dce", "-o", str(out)]) == 0
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"x": np.zeros((1, 3, 224, 224), np.float32)})[0].shape == (1, 1000)
+    assert main(["show", str(out), "--summary-only"]) == 0
+    assert "conv2d x20" in capsys.readouterr().out
 
 
 def test_show_prints_ir_and_summary(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -41,10 +57,12 @@ def test_opt_writes_the_result_and_reports_each_pass(model: Path, capsys: pytest
     ("argv", "message"),
     [
         (["show", "missing.gir"], "model file missing.gir does not exist"),
-        (["show", "model.pt"], "cannot read model 'model.pt': graphopt reads a text-IR file"),
+        (["show", "model.pt"], "cannot read model 'model.pt': graphopt reads an .onnx file"),
+        (["show", "torchvision.models:nope", "--input-shape", "1x3x8x8"], "cannot import factory"),
+        (["show", "torchvision.models:resnet18"], "give its input with --input-shape"),
         (["opt", "{model}", "-p", "nope", "-o", "{dir}/o.gir"], "unknown pass 'nope'"),
         (["opt", "{model}", "-p", "dce", "-o", "{model}"], "is the input file; choose another output path"),
-        (["opt", "{model}", "-p", "dce", "-o", "{dir}/o.onnx"], "graphopt writes a text-IR file"),
+        (["opt", "{model}", "-p", "dce", "-o", "{dir}/o.pt"], "graphopt writes .onnx or .gir"),
     ],
 )
 def test_bad_input_is_one_clear_line(model: Path, argv: list[str], message: str,

@@ -3,7 +3,6 @@ import io
 import warnings
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
@@ -89,7 +88,7 @@ class Det(torch.nn.Module):
 
 
 def test_data_dependent_control_flow_is_a_clear_error() -> None:
-    with pytest.raises(go.GraphoptError, match="torch.export could not trace Branchy.*data-dependent"):
+    with pytest.raises(go.GraphoptError, match=r"torch\.export could not trace Branchy.*data-dependent"):
         go.from_torch(Branchy(), (torch.randn(3),))
 
 
@@ -102,7 +101,7 @@ def test_nan_weights_are_refused() -> None:
     module, x = small()
     with torch.no_grad():
         module.head[1].weight[0, 0] = float("nan")
-    with pytest.raises(go.GraphoptError, match="parameter head.1.weight holds 1 NaN"):
+    with pytest.raises(go.GraphoptError, match=r"parameter head\.1\.weight holds 1 NaN"):
         go.from_torch(module, (x,))
 
 

@@ -200,7 +200,8 @@ def _dtype(elem_type: int, what: str) -> DType:
     try:
         return DType.of(helper.tensor_dtype_to_np_dtype(elem_type))
     except (KeyError, ShapeError, TypeError):
-        raise GraphoptError(f"{what}: ONNX element type {onnx.TensorProto.DataType.Name(elem_type)} is not supported") from None
+        name = onnx.TensorProto.DataType.Name(elem_type)
+        raise GraphoptError(f"{what}: ONNX element type {name} is not supported") from None
 
 
 def _check_finite(name: str, data: np.ndarray) -> None:

@@ -228,7 +228,8 @@ def export(model: Any, example_inputs: Sequence[Any] | None, dynamic_batch: bool
     if isinstance(model, torch.export.ExportedProgram):
         return model
     if not isinstance(model, torch.nn.Module):
-        raise GraphoptError(f"from_torch takes an nn.Module, a GraphModule or an ExportedProgram, got {type(model).__name__}")
+        kind = type(model).__name__
+        raise GraphoptError(f"from_torch takes an nn.Module, a GraphModule or an ExportedProgram, got {kind}")
     args = tuple(example_inputs or ())
     kwargs = dict(example_kwargs or {})
     dynamic = None

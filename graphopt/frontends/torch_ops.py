@@ -368,7 +368,8 @@ def dropout(cv: TorchImporter, node: Node) -> Value:
     return cv.emit("dropout", [cv.value(node.args[0])], {"p": float(arg(node, 1, "p", 0.5))})
 
 
-@register_aten("_to_copy.default", "to.dtype", "to.dtype_layout", "to.device", "type_as.default", "_to_dim_order_copy.default")
+@register_aten("_to_copy.default", "to.dtype", "to.dtype_layout", "to.device", "type_as.default",
+               "_to_dim_order_copy.default")
 def to(cv: TorchImporter, node: Node) -> Value:
     return cv.emit("to", [cv.value(node.args[0])], {"dtype": out_dtype(cv, node)})
 
