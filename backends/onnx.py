@@ -257,10 +257,14 @@ def _gelu(e: OnnxEmitter, n: Node) -> None:
         cube = e.add("Mul", [_scalar(e, 0.044715, like), e.add("Mul", [x, e.add("Mul", [x, x])])])
         inner = e.add("Mul", [_scalar(e, float(np.sqrt(2 / np.pi)), like), e.add("Add", [x, cube])])
         gate = e.add("Add", [_scalar(e, 1.0, like), e.add("Tanh", [inner])])
+        e.add("Mul", [e.add("Mul", [x, gate]), _scalar(e, 0.5, like)], [e.out(n)])
     else:
-        gate = e.add("Add", [e.add("Erf", [e.add("Div", [x, _scalar(e, float(np.sqrt(2)), like)])]),
-                             _scalar(e, 1.0, like)])
-    e.add("Mul", [e.add("Mul", [x, gate]), _scalar(e, 0.5, like)], [e.out(n)])
+        gelu_erf(e, x, like, e.out(n))
+
+
+def gelu_erf(e: OnnxEmitter, x: str, like: Value, out: str) -> None:
+    gate = e.add("Add", [e.add("Erf", [e.add("Div", [x, _scalar(e, float(np.sqrt(2)), like)])]), _scalar(e, 1.0, like)])
+    e.add("Mul", [e.add("Mul", [x, gate]), _scalar(e, 0.5, like)], [out])
 
 
 @emits("rsqrt")
@@ -563,31 +567,53 @@ def _flip(e: OnnxEmitter, n: Node) -> None:
 
 
 # --- layers -------------------------------------------------------------------------------------------
+def _activated(e: OnnxEmitter, n: Node) -> str:
+    """The name the layer itself writes: its output, or a temporary when a fused activation follows."""
+    return e.out(n) if n.attrs["activation"] == "none" else e.tmp("pre_activation")
+
+
+def _activation(e: OnnxEmitter, n: Node, y: str) -> None:
+    kind, out, like = n.attrs["activation"], e.out(n), n.result
+    if kind == "none":
+        return
+    if kind in ("relu6", "clamp"):
+        lo, hi = (0.0, 6.0) if kind == "relu6" else n.attrs["activation_bounds"]
+        e.add("Clip", [y, _scalar(e, lo, like), _scalar(e, hi, like)], [out])
+    elif kind == "silu":
+        e.add("Mul", [y, e.add("Sigmoid", [y])], [out])
+    elif kind == "gelu":
+        gelu_erf(e, y, like, out)
+    else:
+        e.add({"relu": "Relu", "hardswish": "HardSwish"}[kind], [y], [out])
+
+
 @emits("conv1d", "conv2d")
 def _conv(e: OnnxEmitter, n: Node) -> None:
     a = n.attrs
-    e.simple(n, "Conv", strides=list(a["stride"]), pads=list(a["padding"]) * 2, dilations=list(a["dilation"]),
-             group=a["groups"], kernel_shape=list(n.operands[1].shape[2:]))
+    y = e.add("Conv", e.ins(n), [_activated(e, n)], strides=list(a["stride"]), pads=list(a["padding"]) * 2,
+              dilations=list(a["dilation"]), group=a["groups"], kernel_shape=list(n.operands[1].shape[2:]))
+    _activation(e, n, y)
 
 
 @emits("conv_transpose2d")
 def _conv_transpose(e: OnnxEmitter, n: Node) -> None:
     a = n.attrs
-    e.simple(n, "ConvTranspose", strides=list(a["stride"]), pads=list(a["padding"]) * 2,
-             dilations=list(a["dilation"]), group=a["groups"], output_padding=list(a["output_padding"]),
-             kernel_shape=list(n.operands[1].shape[2:]))
+    y = e.add("ConvTranspose", e.ins(n), [_activated(e, n)], strides=list(a["stride"]), pads=list(a["padding"]) * 2,
+              dilations=list(a["dilation"]), group=a["groups"], output_padding=list(a["output_padding"]),
+              kernel_shape=list(n.operands[1].shape[2:]))
+    _activation(e, n, y)
 
 
 @emits("linear")
 def _linear(e: OnnxEmitter, n: Node) -> None:
-    ins = e.ins(n)
+    ins, target = e.ins(n), _activated(e, n)
     if n.operands[0].type.rank == 2:
-        e.add("Gemm", ins, [e.out(n)], transB=1)
-        return
-    product = e.add("MatMul", [ins[0], e.add("Transpose", [ins[1]], perm=[1, 0])],
-                    [e.out(n)] if len(ins) == 2 else None)
-    if len(ins) == 3:
-        e.add("Add", [product, ins[2]], [e.out(n)])
+        y = e.add("Gemm", ins, [target], transB=1)
+    else:
+        y = e.add("MatMul", [ins[0], e.add("Transpose", [ins[1]], perm=[1, 0])], [target] if len(ins) == 2 else None)
+        if len(ins) == 3:
+            y = e.add("Add", [y, ins[2]], [target])
+    _activation(e, n, y)
 
 
 @emits("batch_norm")

@@ -142,7 +142,7 @@ for _op, _fn in {"relu": F.relu, "relu6": F.relu6, "sigmoid": torch.sigmoid, "si
                  "minimum": torch.minimum, "fmod": torch.fmod, "remainder": torch.remainder, "eq": torch.eq,
                  "ne": torch.ne, "lt": torch.lt, "le": torch.le, "gt": torch.gt, "ge": torch.ge,
                  "logical_and": torch.logical_and, "logical_or": torch.logical_or, "where": torch.where,
-                 "matmul": torch.matmul, "clone": torch.clone}.items():
+                 "clone": torch.clone}.items():
     IMPLS[_op] = _fn
 
 
@@ -351,22 +351,42 @@ def einsum(*xs: torch.Tensor, equation: str) -> torch.Tensor:
 
 
 # --- layers -------------------------------------------------------------------------------------------
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor, Any], torch.Tensor]] = {
+    "none": lambda y, bounds: y,
+    "relu": lambda y, bounds: F.relu(y),
+    "relu6": lambda y, bounds: F.relu6(y),
+    "hardswish": lambda y, bounds: F.hardswish(y),
+    "silu": lambda y, bounds: F.silu(y),
+    "gelu": lambda y, bounds: F.gelu(y),
+    "clamp": lambda y, bounds: torch.clamp(y, bounds[0], bounds[1]),
+}
+
+
 @implements("conv1d", "conv2d")
 def conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, *, stride: list[int],
-         padding: list[int], dilation: list[int], groups: int) -> torch.Tensor:
+         padding: list[int], dilation: list[int], groups: int, activation: str,
+         activation_bounds: list[float] | None) -> torch.Tensor:
     fn = F.conv2d if w.dim() == 4 else F.conv1d
-    return fn(x, w, b, stride, padding, dilation, groups)
+    return _ACTIVATIONS[activation](fn(x, w, b, stride, padding, dilation, groups), activation_bounds)
 
 
 @implements("conv_transpose2d")
 def conv_transpose2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, *, stride: list[int],
-                     padding: list[int], output_padding: list[int], groups: int, dilation: list[int]) -> torch.Tensor:
-    return F.conv_transpose2d(x, w, b, stride, padding, output_padding, groups, dilation)
+                     padding: list[int], output_padding: list[int], groups: int, dilation: list[int],
+                     activation: str, activation_bounds: list[float] | None) -> torch.Tensor:
+    y = F.conv_transpose2d(x, w, b, stride, padding, output_padding, groups, dilation)
+    return _ACTIVATIONS[activation](y, activation_bounds)
 
 
 @implements("linear")
-def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-    return F.linear(x, w, b)
+def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, *, activation: str = "none",
+           activation_bounds: list[float] | None = None) -> torch.Tensor:
+    return _ACTIVATIONS[activation](F.linear(x, w, b), activation_bounds)
+
+
+@implements("matmul")
+def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.matmul(a, b)
 
 
 @implements("batch_norm")

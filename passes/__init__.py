@@ -6,7 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from graphopt.passes import dce  # noqa: F401  (registration)
+from graphopt.passes import (  # noqa: F401  (registration)
+    canonicalize,
+    cse,
+    dce,
+    fold_bn,
+    fold_constants,
+    fuse_activation,
+    remove_identity,
+)
 
 from graphopt.pipeline import Contract, registered_passes
 

@@ -24,7 +24,7 @@ from graphopt.ops.common import (
     same_dtype,
     static,
 )
-from graphopt.ops.elementwise import sigmoid
+from graphopt.ops.elementwise import gelu, sigmoid
 from graphopt.ops.reduce import softmax
 from graphopt.ops.registry import Attr, AttrKind, ChannelRule, Sampler
 
@@ -67,10 +67,40 @@ def conv_out(size: int, k: int, stride: int, pad: int, dilation: int, ceil: bool
     return out
 
 
+# --- fused activations (set by the fuse-activation pass, read by int8 backends) ---------------------
+ACTIVATIONS: dict[str, Any] = {
+    "relu": lambda y, bounds: np.maximum(y, 0),
+    "relu6": lambda y, bounds: np.clip(y, 0, 6),
+    "hardswish": lambda y, bounds: y * np.clip(y + 3, 0, 6) / 6,
+    "silu": lambda y, bounds: y * sigmoid(y),
+    "gelu": lambda y, bounds: gelu(y),
+    "clamp": lambda y, bounds: np.clip(y, bounds[0], bounds[1]),
+}
+FUSED_ATTRS = {"activation": Attr(AttrKind.STR, "none", ("none", *ACTIVATIONS)),
+               "activation_bounds": Attr(AttrKind.FLOATS, None)}
+
+
+def with_activation(fn: Any) -> Any:
+    """A layer reference that applies the fused activation recorded in its attributes."""
+
+    def reference(*args: Any, activation: str = "none", activation_bounds: Any = None, **attrs: Any) -> np.ndarray:
+        y = fn(*args, **attrs)
+        return y if activation == "none" else ACTIVATIONS[activation](y, activation_bounds)
+
+    return reference
+
+
+def verify_activation(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[str]:
+    clamp, bounds = attrs["activation"] == "clamp", attrs["activation_bounds"]
+    if clamp != (bounds is not None) or (clamp and len(bounds) != 2):
+        return ["activation_bounds must be [min, max] exactly when activation is clamp"]
+    return []
+
+
 # --- convolution -----------------------------------------------------------------------------------
 def _conv_attrs(nsp: int) -> dict[str, Any]:
     return {"stride": attr_ints((1,) * nsp), "padding": attr_ints((0,) * nsp), "dilation": attr_ints((1,) * nsp),
-            "groups": attr_int(1)}
+            "groups": attr_int(1), **FUSED_ATTRS}
 
 
 def _conv_infer(nsp: int) -> Any:
@@ -139,7 +169,8 @@ def _sample_conv2d(s: Sampler) -> Any:
 
 
 for _nsp in (1, 2):
-    define(f"conv{_nsp}d", _conv_infer(_nsp), conv, attrs=_conv_attrs(_nsp), arity=(2, 3),
+    define(f"conv{_nsp}d", _conv_infer(_nsp), with_activation(conv), attrs=_conv_attrs(_nsp), arity=(2, 3),
+           verify=verify_activation,
            canonicalize=per_dim(_nsp, "stride", "padding", "dilation"),
            channel=ChannelRule.CONV, macs=conv_macs, sample=_sample_conv2d if _nsp == 2 else None)
 
@@ -186,7 +217,8 @@ def conv_transpose2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, 
                 groups=groups)
 
 
-define("conv_transpose2d", _conv_transpose_infer, conv_transpose2d, arity=(2, 3),
+define("conv_transpose2d", _conv_transpose_infer, with_activation(conv_transpose2d), arity=(2, 3),
+       verify=verify_activation,
        attrs={**_conv_attrs(2), "output_padding": attr_ints((0, 0))}, channel=ChannelRule.CONV,
        canonicalize=per_dim(2, "stride", "padding", "dilation", "output_padding"),
        macs=lambda ins, outs, a: numel(ins[0].shape) * math.prod(ins[1].shape[1:]))
@@ -219,7 +251,8 @@ def _sample_linear(s: Sampler) -> Any:
     return operands, {}
 
 
-define("linear", _linear, linear, arity=(2, 3), channel=ChannelRule.LINEAR, sample=_sample_linear,
+define("linear", _linear, with_activation(linear), arity=(2, 3), channel=ChannelRule.LINEAR, sample=_sample_linear,
+       attrs=FUSED_ATTRS, verify=verify_activation,
        macs=lambda ins, outs, a: numel(outs[0].shape) * static(ins[1].shape[1], "in features"))
 
 
