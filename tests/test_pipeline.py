@@ -121,7 +121,8 @@ def test_passes_run_in_order_and_report_each_one() -> None:
     assert [(r.nodes_before, r.nodes_after, r.changed) for r in result.records] == [
         (4, 4, False), (4, 3, True), (3, 3, False)]
     table = result.report()
-    assert table.splitlines()[0].split() == ["pass", "time", "ms", "nodes", "before", "nodes", "after", "changed"]
+    assert table.splitlines()[0].split() == ["pass", "time", "ms", "nodes", "before", "nodes", "after", "changes"]
+    assert table.splitlines()[3].split()[-1] == "1"  # dce removed one node
     assert len(g) == 4  # not in place: the caller's graph is untouched
     in_place = go.run_pipeline(g, "dce", in_place=True)
     assert in_place.graph is g and len(g) == 3
@@ -167,7 +168,7 @@ def test_instruments_time_print_and_dump(tmp_path: Path) -> None:
     go.run_pipeline(conv_relu_graph(), "dce,dce", instruments=[
         Timing(timing), PrintAfter("dce", stream=printed), DumpToFolder(tmp_path)])
     lines = timing.getvalue().splitlines()
-    assert len(lines) == 2 and lines[0].startswith("[1] dce:") and "4 -> 3 nodes, changed" in lines[0]
+    assert len(lines) == 2 and lines[0].startswith("[1] dce:") and "4 -> 3 nodes, 1 change(s)" in lines[0]
     assert printed.getvalue().count("// IR after dce") == 2 and "sigmoid" not in printed.getvalue()
     assert sorted(p.name for p in tmp_path.glob("*.gir")) == ["00-input.gir", "01-dce.gir", "02-dce.gir"]
     assert len(go.load(tmp_path / "01-dce.gir")) == 3

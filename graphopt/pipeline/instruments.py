@@ -35,7 +35,7 @@ class Timing(Instrument):
         self.stream = stream or sys.stderr
 
     def after_pass(self, p: Pass, graph: Graph, record: PassRecord, index: int) -> None:
-        flag = "changed" if record.changed else "unchanged"
+        flag = f"{record.changes} change(s)" if record.changed else "unchanged"
         print(f"[{index + 1}] {record.spec}: {record.seconds * 1e3:.1f} ms, "
               f"{record.nodes_before} -> {record.nodes_after} nodes, {flag}", file=self.stream)
 

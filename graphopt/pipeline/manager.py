@@ -65,6 +65,7 @@ class PassRecord:
     nodes_before: int
     nodes_after: int
     changed: bool
+    changes: int = 0  # rewrites the pass made (each one it asked ctx.allow for)
 
 
 @dataclass
@@ -75,9 +76,9 @@ class PipelineResult:
 
     def report(self) -> str:
         """A table: one row a pass."""
-        rows = [("pass", "time ms", "nodes before", "nodes after", "changed")]
+        rows = [("pass", "time ms", "nodes before", "nodes after", "changes")]
         rows += [(r.spec, f"{r.seconds * 1e3:.2f}", str(r.nodes_before), str(r.nodes_after),
-                  "yes" if r.changed else "no") for r in self.records]
+                  str(r.changes) if r.changed else "none") for r in self.records]
         widths = [max(len(row[i]) for row in rows) for i in range(5)]
         lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
                  for row in rows]
@@ -111,7 +112,7 @@ class PassManager:
             ctx.current_pass = p.name
             for inst in self.instruments:
                 inst.before_pass(p, graph, index)
-            before = len(graph)
+            before, changes_before = len(graph), ctx.change_count
             start = time.perf_counter()
             try:
                 outcome = p.run(graph, ctx)
@@ -128,7 +129,8 @@ class PassManager:
                     raise PipelineError(f"{self._where(index)} produced an invalid graph: {e}") from e
             if outcome.changed:
                 ctx.invalidate(outcome.preserved)
-            record = PassRecord(p.spec(), seconds, before, len(graph), outcome.changed)
+            record = PassRecord(p.spec(), seconds, before, len(graph), outcome.changed,
+                                ctx.change_count - changes_before)
             result.records.append(record)
             for inst in self.instruments:
                 inst.after_pass(p, graph, record, index)
