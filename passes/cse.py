@@ -15,6 +15,7 @@ from graphopt.ir.value import Value
 from graphopt.pipeline import Contract, Pass, PassContext, PassResult, register_pass
 from graphopt.rewrite import Rewriter
 
+
 def attr_key(value: Any) -> Any:
     return tuple(attr_key(v) for v in value) if isinstance(value, list | tuple) else (type(value).__name__, value)
 
