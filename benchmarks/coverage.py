@@ -4,7 +4,8 @@ as the peers in the same run.
 
 Columns: from_torch (torch.export -> IR); interpreter vs eager; to_onnx run by ONNX Runtime vs eager;
 to_torch (fx GraphModule) vs eager; from_onnx(to_onnx(g)) through the interpreter vs eager; node
-counts before and after `canonicalize,fold-bn` when those passes exist. A path passes when its max abs
+counts after `canonicalize,fold-bn`, the batch norms still following a conv or linear (should be 0),
+and the folded graph vs eager. A path passes when its max abs
 error is within 1e-4 of the output scale (max |eager output|).
 
     python benchmarks/coverage.py                 # everything (about an hour on 2 cores)
@@ -58,6 +59,7 @@ def load(name: str) -> tuple[torch.nn.Module, tuple[torch.Tensor, ...]]:
 
 
 def check_model(name: str, peers: bool) -> dict[str, Any]:
+    """Every path for one model; a path that fails records its error and the others still run."""
     import onnxruntime as ort
 
     import graphopt as go
@@ -73,41 +75,54 @@ def check_model(name: str, peers: bool) -> dict[str, Any]:
         row["error"] = f"from_torch: {type(e).__name__}: {str(e)[:300]}"
         return row
     row["nodes"] = len(graph)
-    outputs, row["interp_s"] = timed(lambda: go.interpret(graph, *arrays)[0])
-    row["interp_err"] = relative_error(outputs, want)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"{name}.onnx"
-        _, row["to_onnx_s"] = timed(lambda: go.to_onnx(graph, path))
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        feeds = {i.name: a for i, a in zip(session.get_inputs(), arrays)}
-        row["ort_err"] = relative_error(session.run(None, feeds)[0], want)
-        del session
-        reimported, row["from_onnx_s"] = timed(lambda: go.from_onnx(path))
-        row["from_onnx_err"] = relative_error(go.interpret(reimported, *arrays)[0], want)
-        del reimported
-    gc.collect()
-    fx_module = go.to_torch(graph).eval()
-    with torch.no_grad():
-        row["to_torch_err"] = relative_error(fx_module(*inputs), want)
-    del fx_module
-    row.update(canonicalized_counts(graph))
+
+    def step(label: str, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception as e:
+            row[f"{label}_failure"] = f"{type(e).__name__}: {str(e)[:300]}"
+        gc.collect()
+
+    def interpreter() -> None:
+        outputs, row["interp_s"] = timed(lambda: go.interpret(graph, *arrays)[0])
+        row["interp_err"] = relative_error(outputs, want)
+
+    def onnx_paths() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{name}.onnx"
+            _, row["to_onnx_s"] = timed(lambda: go.to_onnx(graph, path))
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            feeds = {i.name: a for i, a in zip(session.get_inputs(), arrays)}
+            row["ort_err"] = relative_error(session.run(None, feeds)[0], want)
+            del session
+            reimported, row["from_onnx_s"] = timed(lambda: go.from_onnx(path))
+            row["from_onnx_err"] = relative_error(go.interpret(reimported, *arrays)[0], want)
+
+    def torch_module() -> None:
+        fx_module = go.to_torch(graph).eval()
+        with torch.no_grad():
+            row["to_torch_err"] = relative_error(fx_module(*inputs), want)
+
+    step("interp", interpreter)
+    step("onnx", onnx_paths)
+    step("to_torch", torch_module)
+    step("fold", lambda: row.update(folded(graph, arrays, want)))
     if peers:
         for label, dynamo in (("dynamo", True), ("legacy", False)):
             row.update(peer_export(module, inputs, label, dynamo))
     return row
 
 
-def canonicalized_counts(graph: Any) -> dict[str, Any]:
-    """Node count and agreement after `canonicalize,fold-bn`, once those passes are registered."""
-    from graphopt.pipeline import registered_passes
-
-    if not {"canonicalize", "fold-bn"} <= set(registered_passes()):
-        return {}
+def folded(graph: Any, arrays: list[np.ndarray], want: np.ndarray) -> dict[str, Any]:
+    """Node count, agreement, and batch norms still following a conv/linear after canonicalize,fold-bn."""
     import graphopt as go
 
     result = go.run_pipeline(graph, "canonicalize,fold-bn")
-    return {"nodes_folded": len(result.graph),
-            "folded_batch_norms": sum(n.op == "batch_norm" for n in result.graph)}
+    layers = {"conv1d", "conv2d", "conv_transpose2d", "linear"}
+    after_layer = sum(n.op == "batch_norm" and n.operands[0].producer is not None
+                      and n.operands[0].producer.op in layers for n in result.graph)
+    return {"nodes_folded": len(result.graph), "fold_s": sum(r.seconds for r in result.records),
+            "bn_after_layer": after_layer, "folded_err": relative_error(go.interpret(result.graph, *arrays)[0], want)}
 
 
 def peer_export(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], label: str, dynamo: bool) -> dict[str, Any]:
@@ -125,18 +140,23 @@ def peer_export(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], label
 
 def passed(row: dict[str, Any], key: str) -> str:
     value = row.get(key)
+    step = {"interp_err": "interp", "ort_err": "onnx", "from_onnx_err": "onnx", "to_torch_err": "to_torch",
+            "folded_err": "fold"}[key]
+    if f"{step}_failure" in row and value is None:
+        return f"**fails: {row[step + '_failure'][:80]}**"
     if value is None:
         return "-"
     return f"{value:.1e}" if value <= TOLERANCE else f"**FAIL {value:.1e}**"
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| model | nodes | from_torch s | interp err | ORT err | to_torch err | from_onnx err | torch.onnx dynamo s "
+    lines = ["| model | nodes | from_torch s | interp err | ORT err | to_torch err | from_onnx err "
+             "| nodes after canonicalize,fold-bn | BN left after conv/linear | folded err | torch.onnx dynamo s "
              "| torch.onnx legacy s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | **{r['error']}** |||||||")
+            lines.append(f"| {r['model']} | **{r['error']}** ||||||||||")
             continue
 
         def peer(label: str, r: dict[str, Any] = r) -> str:
@@ -146,12 +166,13 @@ def table(rows: list[dict[str, Any]]) -> str:
 
         lines.append(f"| {r['model']} | {r['nodes']} | {r['from_torch_s']:.1f} | {passed(r, 'interp_err')} "
                      f"| {passed(r, 'ort_err')} | {passed(r, 'to_torch_err')} | {passed(r, 'from_onnx_err')} "
+                     f"| {r.get('nodes_folded', '-')} | {r.get('bn_after_layer', '-')} | {passed(r, 'folded_err')} "
                      f"| {peer('dynamo')} | {peer('legacy')} |")
     return "\n".join(lines)
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
-    keys = ("interp_err", "ort_err", "to_torch_err", "from_onnx_err")
+    keys = ("interp_err", "ort_err", "to_torch_err", "from_onnx_err", "folded_err")
     ok = [r for r in rows if "error" not in r and all(r.get(k, 1.0) <= TOLERANCE for k in keys)]
     parts = [f"{len(ok)}/{len(rows)} models pass every graphopt column"]
     for label in ("dynamo", "legacy"):
@@ -164,6 +185,22 @@ def summary(rows: list[dict[str, Any]]) -> str:
                 ratio = np.median([r[f"{label}_s"] / (r["from_torch_s"] + r["to_onnx_s"]) for r in both])
                 parts.append(f"median time of torch.onnx.export {label} / graphopt (from_torch + to_onnx): {ratio:.2f}x")
     return "; ".join(parts) + "."
+
+
+def add_fold_columns(done: dict[str, dict[str, Any]], log: Path) -> None:
+    """Fill in the fold columns of rows recorded before the clean-up passes existed."""
+    import graphopt as go
+
+    for name, row in done.items():
+        if "nodes_folded" in row or "error" in row:
+            continue
+        print(f"fold columns for {name} ...", file=sys.stderr, flush=True)
+        module, inputs = load(name)
+        with torch.no_grad():
+            want = module(*inputs).numpy().astype(np.float64)
+        row.update(folded(go.from_torch(module, inputs), [x.numpy() for x in inputs], want))
+        log.write_text("".join(json.dumps(r) + "\n" for r in done.values()))
+        gc.collect()
 
 
 def write_into_readme(text: str) -> None:
@@ -182,14 +219,17 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", help="default: every torchvision classifier and minilm")
     parser.add_argument("--no-peers", action="store_true", help="skip torch.onnx.export")
     parser.add_argument("--resume", action="store_true", help="skip models already in coverage.jsonl")
+    parser.add_argument("--add-fold", action="store_true", help="add the fold columns to rows that lack them")
     args = parser.parse_args()
     names = args.models or [*models.torchvision_classifiers(), "minilm"]
     RESULTS.mkdir(exist_ok=True)
-    log = RESULTS / "coverage.jsonl"
+    log = RESULTS / ("coverage-subset.jsonl" if args.models else "coverage.jsonl")  # a subset never clobbers the table
     done = {json.loads(line)["model"]: json.loads(line) for line in log.read_text().splitlines()} \
         if args.resume and log.exists() else {}
     if not args.resume:
         log.write_text("")
+    if args.add_fold:
+        add_fold_columns(done, log)
     for i, name in enumerate(names, 1):
         if name in done:
             continue
@@ -203,8 +243,8 @@ def main() -> None:
         gc.collect()
     rows = [done[n] for n in names if n in done]
     text = summary(rows) + "\n\n" + table(rows)
-    (RESULTS / "coverage.md").write_text(text + "\n")
     if not args.models:
+        (RESULTS / "coverage.md").write_text(text + "\n")
         write_into_readme(text)
     print(text)
 

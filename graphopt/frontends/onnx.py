@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+from google.protobuf.message import EncodeError
 from onnx import helper, numpy_helper
 
 from graphopt.errors import GraphoptError, ShapeError
@@ -215,12 +216,12 @@ def from_onnx(source: str | os.PathLike[str] | onnx.ModelProto) -> Graph:
     from graphopt.frontends import onnx_ops  # noqa: F401  (registers the converters)
 
     model = load_model(source)
-    try:
-        onnx.checker.check_model(model)
+    try:  # a file is checked from disk: the checker cannot serialize a model over 2 GB in memory
+        onnx.checker.check_model(model if isinstance(source, onnx.ModelProto) else str(source))
     except onnx.checker.ValidationError as e:
         raise GraphoptError(f"malformed ONNX model: {str(e).strip().splitlines()[0]}") from None
-    except ValueError:
-        pass  # over 2 GB in memory: the checker needs the file path, the importer does not
+    except (ValueError, EncodeError):
+        pass  # a ModelProto over 2 GB: the importer does not need the checker's serialization
     importer = OnnxImporter(model)
     if importer.opset < 11:
         raise GraphoptError(f"ONNX opset {importer.opset} is older than 11; convert it with "
