@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("ops", help="list the registered ops").set_defaults(run=cmd_ops)
     demo = sub.add_parser("demo", help="trace MiniLM, run a pipeline, write ONNX, check it in ONNX Runtime")
     demo.add_argument("--out", default="out/demo", help="folder for the graphs and the report")
-    demo.add_argument("-p", "--pipeline", default="dce")
+    demo.add_argument("-p", "--pipeline", default="canonicalize,fold-bn,fuse-activation")
     demo.set_defaults(run=cmd_demo)
     return parser
 

@@ -35,7 +35,8 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
-def run_demo(out: Path, pipeline: str = "dce", seq_len: int = 128, stream: IO[str] | None = None) -> Path:
+def run_demo(out: Path, pipeline: str = "canonicalize,fold-bn,fuse-activation", seq_len: int = 128,
+             stream: IO[str] | None = None) -> Path:
     import onnxruntime as ort
     import torch
 
