@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
+from report import write_section
 
 import graphopt as go
 from graphopt import models
@@ -112,14 +113,6 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_into_readme(text: str) -> None:
-    readme = HERE / "README.md"
-    start, end = "<!-- fold:start -->", "<!-- fold:end -->"
-    head, _, rest = readme.read_text().partition(start)
-    _, _, tail = rest.partition(end)
-    readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["resnet50", "vit_b_16"])
@@ -133,7 +126,7 @@ def main() -> None:
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "fold.md").write_text(text + "\n")
     if args.models == ["resnet50", "vit_b_16"]:
-        write_into_readme(text)
+        write_section("fold", text)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from report import write_section
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
@@ -203,15 +204,6 @@ def add_fold_columns(done: dict[str, dict[str, Any]], log: Path) -> None:
         gc.collect()
 
 
-def write_into_readme(text: str) -> None:
-    readme = HERE / "README.md"
-    start, end = "<!-- coverage:start -->", "<!-- coverage:end -->"
-    body = readme.read_text()
-    head, _, rest = body.partition(start)
-    _, _, tail = rest.partition(end)
-    readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
-
-
 def main() -> None:
     from graphopt import models
 
@@ -245,7 +237,7 @@ def main() -> None:
     text = summary(rows) + "\n\n" + table(rows)
     if not args.models:
         (RESULTS / "coverage.md").write_text(text + "\n")
-        write_into_readme(text)
+        write_section("coverage", text)
     print(text)
 
 
