@@ -161,9 +161,11 @@ def save_model(model: onnx.ModelProto, path: Path, *, external: bool) -> None:
         staged = Path(tmp) / path.name
         location = path.name + ".data"
         if external:
+            # Small tensors stay inline: ONNX Runtime reads shape inputs (Reshape targets) at load time.
             onnx.save_model(model, staged, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=location, size_threshold=0)
-            os.replace(Path(tmp) / location, path.parent / location)
+                            location=location, size_threshold=1024)
+            if (Path(tmp) / location).exists():
+                os.replace(Path(tmp) / location, path.parent / location)
         else:
             onnx.save_model(model, staged)
         os.replace(staged, path)
