@@ -6,6 +6,7 @@ nn.Dropout submodule, so `module.train()` turns it back on for fine-tuning."""
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable
 from typing import Any
@@ -122,14 +123,10 @@ def to_torch(graph: Graph) -> torch.fx.GraphModule:
             env[id(node.result)] = out
         else:
             for i, r in enumerate(node.results):
-                env[id(r)] = fx.call_function(_getitem, (out, i))
+                env[id(r)] = fx.call_function(operator.getitem, (out, i))
     outputs = [env[id(v)] for v in graph.outputs]
     fx.output(outputs[0] if len(outputs) == 1 else tuple(outputs))
     return torch.fx.GraphModule(root, fx, class_name=graph.name)
-
-
-def _getitem(values: Any, index: int) -> Any:
-    return values[index]
 
 
 # --- elementwise ---------------------------------------------------------------------------------------

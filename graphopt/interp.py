@@ -20,14 +20,11 @@ class Interpreter:
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
         self.bindings: dict[str, int] = {}
-        # Free each intermediate after its last reader so large models fit in memory.
-        self._last_reader: dict[int, Node] = {}
-        for node in graph:
-            for v in node.operands:
-                self._last_reader[id(v)] = node
 
     def run(self, *inputs: Any) -> list[np.ndarray]:
         graph = self.graph
+        # Free each intermediate after its last reader so large models fit in memory.
+        last_reader: dict[int, Node] = {id(v): node for node in graph for v in node.operands}
         if len(inputs) != len(graph.inputs):
             raise InterpretError(f"graph {graph.name} takes {len(graph.inputs)} input(s), got {len(inputs)}")
         env: dict[int, np.ndarray] = {}
@@ -45,7 +42,7 @@ class Interpreter:
                 for value, array in zip(node.results, results):
                     env[id(value)] = array
                 for v in node.operands:
-                    if self._last_reader.get(id(v)) is node and id(v) not in keep and v.producer is not None:
+                    if last_reader.get(id(v)) is node and id(v) not in keep and v.producer is not None:
                         env.pop(id(v), None)
         return [env[id(v)] for v in graph.outputs]
 

@@ -53,9 +53,10 @@ class CommonSubexpressionElimination(Pass):
                 duplicates.append((p, first[key]))
             else:
                 first[key] = p
-        merged = [p for p, keep in duplicates if ctx.allow(f"constant %{p.name}")]
+        merged = []
         for p, keep in duplicates:
-            if p in merged:
+            if ctx.allow(f"constant %{p.name}"):
                 p.replace_all_uses_with(keep)
+                merged.append(p)
         graph.remove_parameters(*merged)
         return bool(merged)

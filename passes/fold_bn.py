@@ -37,24 +37,41 @@ def bn_scale_shift(bn: Node) -> tuple[np.ndarray, np.ndarray] | Declined:
     return scale, beta - mean * scale
 
 
-def layer_params(layer: Node) -> tuple[np.ndarray, np.ndarray | None] | Declined:
+@dataclass(frozen=True)
+class Folding:
+    """What a fold needs: the other node of the pair, the batch norm as x * scale + shift, and the
+    layer's weight and bias (float64)."""
+
+    partner: Node
+    scale: np.ndarray
+    shift: np.ndarray
+    weight: np.ndarray
+    bias: np.ndarray | None
+
+
+def folding(partner: Node, bn: Node, layer: Node) -> Folding | Declined:
+    """The Folding of `bn` with `layer`, or why their parameters cannot be folded."""
+    folded = bn_scale_shift(bn)
+    if isinstance(folded, Declined):
+        return folded
     weight = layer.operands[1]
     bias = layer.operands[2] if len(layer.operands) == 3 else None
     if weight.data is None or (bias is not None and bias.data is None):
         return Declined(f"{layer.op} weight or bias is not a constant")
-    return weight.data.astype(np.float64), None if bias is None else bias.data.astype(np.float64)
+    return Folding(partner, *folded, weight.data.astype(np.float64),
+                   None if bias is None else bias.data.astype(np.float64))  # type: ignore[union-attr]
 
 
 def only_reader(value: Value, reader: Node) -> bool:
     return not value.is_graph_output and all(u.node is reader for u in value.uses) and len(value.uses) == 1
 
 
-class FoldAfterLayer(Pattern[tuple[Node, np.ndarray, np.ndarray]]):
+class FoldAfterLayer(Pattern[Folding]):
     """layer -> batch_norm  ==>  layer with scaled weights and shifted bias."""
 
     root = "batch_norm"
 
-    def check(self, bn: Node) -> tuple[Node, np.ndarray, np.ndarray] | Declined:
+    def check(self, bn: Node) -> Folding | Declined:
         layer = bn.operands[0].producer
         if layer is None or layer.op not in LAYERS:
             return Declined("input is not produced by a conv or linear")
@@ -64,15 +81,10 @@ class FoldAfterLayer(Pattern[tuple[Node, np.ndarray, np.ndarray]]):
             return Declined(f"a fused {layer.attrs['activation']} sits between the {layer.op} and the batch norm")
         if layer.op == "linear" and layer.result.type.rank != 2:
             return Declined("batch norm normalizes axis 1, not the linear's feature axis")
-        folded = bn_scale_shift(bn)
-        if isinstance(folded, Declined):
-            return folded
-        params = layer_params(layer)
-        return params if isinstance(params, Declined) else (layer, *folded)
+        return folding(layer, bn, layer)
 
-    def rewrite(self, rw: Rewriter, bn: Node, match: tuple[Node, np.ndarray, np.ndarray]) -> None:
-        layer, scale, shift = match
-        weight, bias = layer_params(layer)  # type: ignore[misc]
+    def rewrite(self, rw: Rewriter, bn: Node, match: Folding) -> None:
+        layer, scale, weight = match.partner, match.scale, match.weight
         if layer.op == "conv_transpose2d":  # weight [Cin, Cout/g, k, k]: output channels on dim 1, per group
             g = layer.attrs["groups"]
             cin_g, cout_g = weight.shape[0] // g, weight.shape[1]
@@ -80,16 +92,16 @@ class FoldAfterLayer(Pattern[tuple[Node, np.ndarray, np.ndarray]]):
             weight = (grouped * scale.reshape(g, 1, cout_g, *([1] * (weight.ndim - 2)))).reshape(weight.shape)
         else:
             weight = weight * scale.reshape(-1, *([1] * (weight.ndim - 1)))
-        bias = (bias if bias is not None else 0.0) * scale + shift
+        bias = (match.bias if match.bias is not None else 0.0) * scale + match.shift
         replace_layer(rw, layer, weight, bias, bn)
 
 
-class FoldBeforeConv(Pattern[tuple[Node, np.ndarray, np.ndarray]]):
+class FoldBeforeConv(Pattern[Folding]):
     """batch_norm -> conv (no padding)  ==>  conv with weights scaled per input channel."""
 
     root = "conv2d"
 
-    def check(self, conv: Node) -> tuple[Node, np.ndarray, np.ndarray] | Declined:
+    def check(self, conv: Node) -> Folding | Declined:
         bn = conv.operands[0].producer
         if bn is None or bn.op != "batch_norm":
             return Declined("input is not a batch norm")
@@ -97,24 +109,19 @@ class FoldBeforeConv(Pattern[tuple[Node, np.ndarray, np.ndarray]]):
             return Declined("the batch norm output has another user")
         if any(conv.attrs["padding"]):
             return Declined("the conv pads with zeros: folding the batch norm before it would change the border")
-        folded = bn_scale_shift(bn)
-        if isinstance(folded, Declined):
-            return folded
-        params = layer_params(conv)
-        return params if isinstance(params, Declined) else (bn, *folded)
+        return folding(bn, bn, conv)
 
-    def rewrite(self, rw: Rewriter, conv: Node, match: tuple[Node, np.ndarray, np.ndarray]) -> None:
-        bn, scale, shift = match
-        weight, bias = layer_params(conv)  # type: ignore[misc]
+    def rewrite(self, rw: Rewriter, conv: Node, match: Folding) -> None:
+        weight = match.weight
         out_channels, in_per_group = weight.shape[:2]
         groups = conv.attrs["groups"]
         # input channel read by weight[o, j]: the group of o, offset j
         channel = (np.arange(out_channels)[:, None] // (out_channels // groups)) * in_per_group + np.arange(in_per_group)
         spatial = (1,) * (weight.ndim - 2)
-        new_weight = weight * scale[channel].reshape(*channel.shape, *spatial)
-        new_bias = (bias if bias is not None else 0.0) + (weight * shift[channel].reshape(*channel.shape, *spatial)).sum(
-            axis=tuple(range(1, weight.ndim)))
-        replace_layer(rw, conv, new_weight, new_bias, conv, source=bn.operands[0])
+        new_weight = weight * match.scale[channel].reshape(*channel.shape, *spatial)
+        shifted = weight * match.shift[channel].reshape(*channel.shape, *spatial)
+        new_bias = (match.bias if match.bias is not None else 0.0) + shifted.sum(axis=tuple(range(1, weight.ndim)))
+        replace_layer(rw, conv, new_weight, new_bias, conv, source=match.partner.operands[0])
 
 
 def replace_layer(rw: Rewriter, layer: Node, weight: np.ndarray, bias: np.ndarray, replaced: Node,

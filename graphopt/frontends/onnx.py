@@ -106,9 +106,10 @@ class OnnxImporter:
         return created.results[0] if len(created.results) == 1 else tuple(created.results)  # type: ignore[return-value]
 
     def scalar(self, value: float, like: Value) -> Value:
-        return self.value(self._store(np.asarray(value, dtype=like.dtype.numpy)))
+        return self.value(self.store(np.asarray(value, dtype=like.dtype.numpy)))
 
-    def _store(self, array: np.ndarray) -> str:
+    def store(self, array: np.ndarray) -> str:
+        """Keep `array` as a named constant (a parameter once an IR node reads it); returns the name."""
         name = f"{self.loc or 'const'}/c{len(self.consts)}"
         self.consts[name] = array
         return name

@@ -567,7 +567,7 @@ def quantize(im: Importer, node: NodeProto) -> Value:
         return im.emit("quantize_per_tensor", [x], {"scale": float(scale.reshape(-1)[0]),
                        "zero_point": int(zp.reshape(-1)[0]) if zp is not None else 0, "dtype": dtype})
     zps = zp if zp is not None else np.zeros(scale.shape, dtype.numpy)
-    return im.emit("quantize_per_channel", [x, im.input(node, 1), im.value(im._store(zps))],
+    return im.emit("quantize_per_channel", [x, im.input(node, 1), im.value(im.store(zps))],
                    {"axis": im.attrs(node).get("axis", 1), "dtype": dtype})
 
 
@@ -579,5 +579,5 @@ def dequantize(im: Importer, node: NodeProto) -> Value:
         return im.emit("dequantize_per_tensor", [x], {"scale": float(scale.reshape(-1)[0]),
                        "zero_point": int(zp.reshape(-1)[0]) if zp is not None else 0})
     zps = zp if zp is not None else np.zeros(scale.shape, x.dtype.numpy)
-    return im.emit("dequantize_per_channel", [x, im.input(node, 1), im.value(im._store(zps))],
+    return im.emit("dequantize_per_channel", [x, im.input(node, 1), im.value(im.store(zps))],
                    {"axis": im.attrs(node).get("axis", 1)})

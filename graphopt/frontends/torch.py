@@ -84,8 +84,7 @@ class TorchImporter:
                          "export with dynamic_batch=False")
 
     def meta_type(self, node: torch.fx.Node) -> TensorType:
-        val = node.meta["val"]
-        return TensorType(dtype_of(val.dtype), [self.dim(d) for d in val.shape])
+        return self.meta_type_of(node.meta["val"])
 
     def shape(self, node: torch.fx.Node | None = None) -> tuple[Dim, ...]:
         return self.meta_type(node or self.node).shape  # type: ignore[arg-type]
@@ -205,9 +204,11 @@ class TorchImporter:
         outs = out if isinstance(out, tuple) else (out,)
         vals = vals if isinstance(vals, list | tuple) else (vals,)
         for v, val in zip(outs, vals):
-            if isinstance(v, Value) and isinstance(val, torch.Tensor) and v.type != self.meta_type_of(val):
-                raise GraphoptError(f"{self.where()}: converted to {v.type}, torch computes "
-                                    f"{self.meta_type_of(val)}; the converter is wrong")
+            if isinstance(v, Value) and isinstance(val, torch.Tensor):
+                expected = self.meta_type_of(val)
+                if v.type != expected:
+                    raise GraphoptError(f"{self.where()}: converted to {v.type}, torch computes {expected}; "
+                                        "the converter is wrong")
 
     def meta_type_of(self, val: torch.Tensor) -> TensorType:
         return TensorType(dtype_of(val.dtype), [self.dim(d) for d in val.shape])

@@ -82,13 +82,6 @@ class Graph:
             v._output_count += 1
         self._outputs = values
 
-    def values(self) -> Iterator[Value]:
-        """Every value defined in the graph: inputs, parameters, then node results in order."""
-        yield from self.inputs
-        yield from self.parameters
-        for node in self:
-            yield from node.results
-
     # --- nodes ----------------------------------------------------------------------------------
     def create(
         self,
