@@ -611,8 +611,13 @@ def _linear(e: OnnxEmitter, n: Node) -> None:
     ins, target = e.ins(n), _activated(e, n)
     if n.operands[0].type.rank == 2:
         y = e.add("Gemm", ins, [target], transB=1)
+    elif _dequantized(n.operands[1]) and all(isinstance(d, int) for d in n.result.shape):
+        # int8 on rank > 2: flatten to one Gemm (ONNX Runtime fuses DQ -> Gemm -> with an int32 bias
+        # into QGemm; MatMul + Add fuses only when no other rewrite claims the Add first).
+        flat = e.add("Reshape", [ins[0], e.ints([-1, n.operands[0].shape[-1]])])
+        y = e.add("Reshape", [e.add("Gemm", [flat, *ins[1:]], transB=1), e.ints(n.result.shape)], [target])
     else:
-        y = e.add("MatMul", [ins[0], e.add("Transpose", [ins[1]], perm=[1, 0])], [target] if len(ins) == 2 else None)
+        y = e.add("MatMul", [ins[0], _transposed_weight(e, n.operands[1])], [target] if len(ins) == 2 else None)
         if len(ins) == 3:
             y = e.add("Add", [y, ins[2]], [target])
     _activation(e, n, y)
@@ -768,6 +773,29 @@ def _default_range(n: Node) -> str | None:
     return None
 
 
+def _dequantized(v: Value) -> bool:
+    return v.producer is not None and v.producer.op in ("dequantize_per_tensor", "dequantize_per_channel")
+
+
+def _weight_only_for_matmul(n: Node) -> bool:
+    """A dequantized parameter read only as the weight of linears on rank > 2 inputs: the linears
+    emit it transposed (DQ(Transpose(int8)), which ONNX Runtime folds and fuses into MatMul)."""
+    users = n.result.users
+    return n.operands[0].is_parameter and bool(users) and not n.result.is_graph_output and all(
+        u.op == "linear" and u.operands[0].type.rank != 2 and u.operands[1] is n.result and u.operands[0] is not
+        n.result and not all(isinstance(d, int) for d in u.result.shape) for u in users)
+
+
+def _transposed_weight(e: OnnxEmitter, w: Value) -> str:
+    dq = w.producer
+    if dq is None or dq.op not in ("dequantize_per_tensor", "dequantize_per_channel") or not _weight_only_for_matmul(dq):
+        return e.add("Transpose", [e.name(w)], perm=[1, 0])
+    q = e.add("Transpose", [e.name(dq.operands[0])], perm=[1, 0])
+    if dq.op == "dequantize_per_tensor":
+        return _dequantize_per_tensor(e, dq, q, e.tmp("weight"))
+    return _dequantize_per_channel(e, dq, q, e.tmp("weight"), axis=1)
+
+
 @emits("quantize_per_tensor", condition=_default_range)
 def _quantize(e: OnnxEmitter, n: Node) -> None:
     scale = e.const(np.float32(n.attrs["scale"]), hint="scale")
@@ -777,9 +805,14 @@ def _quantize(e: OnnxEmitter, n: Node) -> None:
 
 @emits("dequantize_per_tensor")
 def _dequantize(e: OnnxEmitter, n: Node) -> None:
+    if not _weight_only_for_matmul(n):
+        _dequantize_per_tensor(e, n, e.ins(n)[0], e.out(n))
+
+
+def _dequantize_per_tensor(e: OnnxEmitter, n: Node, x: str, out: str) -> str:
     scale = e.const(np.float32(n.attrs["scale"]), hint="scale")
     zp = e.const(np.asarray(n.attrs["zero_point"], dtype=n.operands[0].dtype.numpy), hint="zero_point")
-    e.add("DequantizeLinear", [e.ins(n)[0], scale, zp], [e.out(n)])
+    return e.add("DequantizeLinear", [x, scale, zp], [out])
 
 
 @emits("quantize_per_channel", condition=_default_range)
@@ -792,7 +825,12 @@ def _quantize_channel(e: OnnxEmitter, n: Node) -> None:
 
 @emits("dequantize_per_channel")
 def _dequantize_channel(e: OnnxEmitter, n: Node) -> None:
-    x, scales, zps = e.ins(n)
+    if not _weight_only_for_matmul(n):
+        _dequantize_per_channel(e, n, e.ins(n)[0], e.out(n), n.attrs["axis"])
+
+
+def _dequantize_per_channel(e: OnnxEmitter, n: Node, x: str, out: str, axis: int) -> str:
+    _, scales, zps = e.ins(n)
     if n.operands[2].dtype is not n.operands[0].dtype:
         zps = e.add("Cast", [zps], to=onnx_dtype(n.operands[0].dtype))
-    e.add("DequantizeLinear", [x, scales, zps], [e.out(n)], axis=n.attrs["axis"])
+    return e.add("DequantizeLinear", [x, scales, zps], [out], axis=axis)

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from graphopt.errors import GraphoptError
@@ -18,6 +19,31 @@ SENTENCES = [
     "The cat sat quietly on the warm windowsill.",
     "Quantization stores weights as eight-bit integers.",
 ]
+
+_SUBJECTS = ["the compiler", "a small dog", "my grandmother", "the committee", "this neural network", "the river",
+             "an old sailor", "the stock market", "our team", "the violinist", "a quantum computer", "the city council",
+             "the chef", "every student", "the satellite", "a tired nurse"]
+_VERBS = ["quietly rewrote", "carefully examined", "never understood", "suddenly rejected", "happily painted",
+          "slowly measured", "loudly criticized", "secretly admired", "quickly compressed", "patiently explained"]
+_OBJECTS = ["the ancient map", "a bowl of soup", "the quarterly report", "the broken bridge", "eight-bit integers",
+            "the mountain trail", "a forgotten melody", "the election results", "the weather forecast",
+            "the source code", "a jar of honey", "the train schedule", "the medical records", "a chess opening"]
+_TAILS = ["before sunrise", "in the rain", "after a long argument", "without any help", "during the meeting",
+          "for the third time", "because nobody else would", "while the lights flickered", "at the harbor",
+          "despite the warnings"]
+
+
+def varied_sentences(count: int, seed: int = 0) -> list[str]:
+    """`count` reproducible sentences of varied topic and length (one to six clauses), for
+    calibration (one seed) and evaluation (another) of the text models."""
+    rng = np.random.default_rng(seed)
+    pick = lambda words: words[int(rng.integers(len(words)))]  # noqa: E731
+    sentences = []
+    for _ in range(count):
+        clauses = [f"{pick(_SUBJECTS)} {pick(_VERBS)} {pick(_OBJECTS)} {pick(_TAILS)}"
+                   for _ in range(int(rng.integers(1, 7)))]
+        sentences.append((", and ".join(clauses) + ".").capitalize())
+    return sentences
 
 
 class SentenceEncoder(torch.nn.Module):

@@ -13,6 +13,7 @@ from graphopt.passes import (  # noqa: F401  (registration)
     fold_bn,
     fold_constants,
     fuse_activation,
+    quantize,
     remove_identity,
 )
 

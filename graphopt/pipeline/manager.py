@@ -66,6 +66,7 @@ class PassRecord:
     nodes_after: int
     changed: bool
     changes: int = 0  # rewrites the pass made (each one it asked ctx.allow for)
+    details: Any = None  # what the pass reports beyond the graph (e.g. quantize's QuantizeSummary)
 
 
 @dataclass
@@ -130,7 +131,7 @@ class PassManager:
             if outcome.changed:
                 ctx.invalidate(outcome.preserved)
             record = PassRecord(p.spec(), seconds, before, len(graph), outcome.changed,
-                                ctx.change_count - changes_before)
+                                ctx.change_count - changes_before, outcome.details)
             result.records.append(record)
             for inst in self.instruments:
                 inst.after_pass(p, graph, record, index)

@@ -35,10 +35,12 @@ class Contract:
 
 @dataclass(frozen=True)
 class PassResult:
-    """`preserved` names the analyses still valid after the pass (ALL keeps every one)."""
+    """`preserved` names the analyses still valid after the pass (ALL keeps every one); `details`
+    is what the pass reports beyond the graph (it lands in the pipeline's PassRecord)."""
 
     changed: bool
     preserved: frozenset[str] | str = frozenset()
+    details: Any = None
 
     @classmethod
     def unchanged(cls) -> PassResult:

@@ -1,0 +1,179 @@
+"""Calibration: representative inputs, checked against the graph before any work, and the
+histogram of every float tensor they produce. Statistics are cached on the Calibration by graph
+fingerprint, so trying another observer or scheme on the same model never re-runs it."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from graphopt.errors import GraphoptError
+from graphopt.interp import Interpreter
+from graphopt.ir.graph import Graph
+from graphopt.ir.node import Node
+from graphopt.ir.printer import print_graph
+from graphopt.ir.types import DType, fmt_shape
+from graphopt.ir.value import Value
+from graphopt.progress import progress
+from graphopt.quant.observers import Histogram
+
+
+class CalibrationError(GraphoptError):
+    """Calibration data that does not fit the model."""
+
+
+def tracked_values(graph: Graph) -> list[Value]:
+    """The float tensors calibration observes, in a fixed order (inputs, then node results)."""
+    values = list(graph.inputs) + [r for node in graph for r in node.results]
+    return [v for v in values if v.dtype in (DType.float32, DType.float16, DType.float64)]
+
+
+def fingerprint(graph: Graph) -> str:
+    digest = hashlib.blake2b(print_graph(graph, inline_limit=0).encode(), digest_size=16)
+    for p in graph.parameters:
+        if p.data is not None:
+            digest.update(np.ascontiguousarray(p.data))
+    return digest.hexdigest()
+
+
+class Statistics:
+    """Histograms of a graph's float tensors (`of(value)` looks one up) and the float model's
+    outputs on every sample, the reference quantized models are scored against."""
+
+    def __init__(self, graph: Graph, histograms: Sequence[Histogram], outputs: Sequence[list[np.ndarray]]) -> None:
+        self.histograms = list(histograms)
+        self.outputs = list(outputs)
+        self._by_value = {id(v): h for v, h in zip(tracked_values(graph), histograms)}
+
+    def rebind(self, clone: Graph) -> Statistics:
+        """The same statistics for a clone of the graph they were taken on."""
+        return Statistics(clone, self.histograms, self.outputs)
+
+    def of(self, value: Value) -> Histogram:
+        try:
+            return self._by_value[id(value)]
+        except KeyError:
+            raise GraphoptError(f"no calibration statistics for %{value.name}; it was not observed") from None
+
+
+class _Observing(Interpreter):
+    def __init__(self, graph: Graph, histograms: dict[int, Histogram]) -> None:
+        super().__init__(graph)
+        self.histograms = histograms
+
+    def run_node(self, node: Node, args: Sequence[np.ndarray]) -> list[np.ndarray]:
+        results = super().run_node(node, args)
+        for value, array in zip(node.results, results):
+            if id(value) in self.histograms:
+                self.histograms[id(value)].add(array)
+        return results
+
+
+class Calibration:
+    """Calibration samples: each one a tuple with an array (numpy or torch) for every graph input.
+    A single array stands for a one-input sample. Pass the same Calibration to several pipelines to
+    reuse its statistics."""
+
+    def __init__(self, samples: Iterable[Any]) -> None:
+        if isinstance(samples, Calibration):
+            samples = samples.samples
+        self.samples: list[tuple[np.ndarray, ...]] = [_as_sample(s) for s in samples]
+        if not self.samples:
+            raise CalibrationError("calibration data is empty; give at least one input sample")
+        self._statistics: dict[str, tuple[list[Histogram], list[list[np.ndarray]]]] = {}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def check(self, graph: Graph) -> None:
+        """Raise CalibrationError naming the sample and input when a sample does not fit `graph`."""
+        for i, sample in enumerate(self.samples):
+            if len(sample) != len(graph.inputs):
+                raise CalibrationError(f"calibration sample {i} has {len(sample)} array(s); graph {graph.name} "
+                                       f"takes {len(graph.inputs)} input(s): "
+                                       f"{', '.join('%' + v.name for v in graph.inputs)}")
+            for value, array in zip(graph.inputs, sample):
+                where = f"calibration sample {i}, input %{value.name}"
+                if array.dtype != value.dtype.numpy:
+                    raise CalibrationError(f"{where}: dtype {array.dtype}, the model expects {value.dtype}; "
+                                           f"convert with .astype(np.{value.dtype.numpy.__name__})")
+                if array.ndim != value.type.rank or any(
+                        isinstance(d, int) and d != s for d, s in zip(value.shape, array.shape)):
+                    raise CalibrationError(f"{where}: shape {fmt_shape(array.shape)}, the model expects "
+                                           f"{fmt_shape(value.shape)}")
+                if array.dtype.kind == "f" and not np.isfinite(array).all():
+                    raise CalibrationError(f"{where}: contains NaN or infinity; calibration needs finite inputs")
+
+    def statistics(self, graph: Graph) -> Statistics:
+        """Histograms of every float tensor of `graph` over all samples (computed once per graph)."""
+        key = fingerprint(graph)
+        if key not in self._statistics:
+            self.check(graph)
+            values = tracked_values(graph)
+            histograms = {id(v): Histogram() for v in values}
+            observer = _Observing(graph, histograms)
+            outputs = []
+            for sample in progress(self.samples, len(self.samples), "calibrating"):
+                for value, array in zip(graph.inputs, sample):
+                    if id(value) in histograms:
+                        histograms[id(value)].add(array)
+                outputs.append(observer.run(*sample))
+            self._statistics[key] = ([histograms[id(v)] for v in values], outputs)
+        return Statistics(graph, *self._statistics[key])
+
+
+def _as_sample(sample: Any) -> tuple[np.ndarray, ...]:
+    items = sample if isinstance(sample, tuple | list) else (sample,)
+    return tuple(_as_array(a) for a in items)
+
+
+def _as_array(a: Any) -> np.ndarray:
+    if hasattr(a, "detach"):  # a torch tensor, without importing torch
+        a = a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+def load_calibration(path: str | Path, graph: Graph) -> Calibration:
+    """Samples from an .npz (arrays named after the graph inputs, or in input order, stacked along
+    axis 0 and split into the inputs' batch size) or a folder of .npy/.npz files (one sample each)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".npy", ".npz"))
+        if not files:
+            raise CalibrationError(f"calibration folder {path} has no .npy or .npz files")
+        return Calibration([_arrays_for(graph, _read(f), f) for f in files])
+    if path.suffix != ".npz":
+        raise CalibrationError(f"calibration file {path} must be an .npz or a folder of .npy/.npz files")
+    arrays = _arrays_for(graph, _read(path), path)
+    batch = graph.inputs[0].shape[0] if graph.inputs and graph.inputs[0].type.rank else 1
+    step = batch if isinstance(batch, int) else 1
+    count = arrays[0].shape[0] // step if arrays[0].ndim else 0
+    if any(a.ndim == 0 or a.shape[0] != arrays[0].shape[0] for a in arrays) or count == 0:
+        raise CalibrationError(f"{path}: arrays must share a leading sample axis of at least {step}")
+    return Calibration([tuple(a[i * step:(i + 1) * step] for a in arrays) for i in range(count)])
+
+
+def _read(path: Path) -> Mapping[str, np.ndarray]:
+    if not path.exists():
+        raise CalibrationError(f"calibration data {path} does not exist")
+    try:
+        if path.suffix == ".npy":
+            return {"arr_0": np.load(path, allow_pickle=False)}
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise CalibrationError(f"cannot read calibration data {path}: {e}") from e
+
+
+def _arrays_for(graph: Graph, arrays: Mapping[str, np.ndarray], where: Path) -> tuple[np.ndarray, ...]:
+    names = [v.name for v in graph.inputs]
+    if all(n in arrays for n in names):
+        return tuple(arrays[n] for n in names)
+    if len(arrays) == len(names):
+        return tuple(arrays.values())
+    raise CalibrationError(f"{where}: holds {', '.join(arrays)}; the model inputs are {', '.join(names)} "
+                           "(name the arrays after the inputs, or give one array per input in order)")

@@ -1,0 +1,143 @@
+"""Range observers on streaming histograms: memory stays `bins` counts a tensor however many
+calibration batches are seen, and every method (minmax, percentile, entropy, mse) is computed from
+the same histogram, so trying another method never re-runs the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from graphopt.errors import GraphoptError
+from graphopt.ir.types import DType
+
+Method = Literal["minmax", "percentile", "entropy", "mse"]
+METHODS: tuple[str, ...] = ("minmax", "percentile", "entropy", "mse")
+CANDIDATES = np.linspace(0.1, 1.0, 91)  # clipping ratios tried by entropy and mse
+
+
+class Histogram:
+    """Counts of one tensor's values on `bins` equal bins over a range that grows to cover every
+    batch (old counts are re-binned by interpolating their cumulative sum)."""
+
+    def __init__(self, bins: int = 2048) -> None:
+        self.bins = bins
+        self.counts = np.zeros(bins, dtype=np.float64)
+        self.lo = self.hi = 0.0
+        self.min, self.max = np.inf, -np.inf
+
+    @property
+    def empty(self) -> bool:
+        return not np.isfinite(self.min)
+
+    @property
+    def edges(self) -> np.ndarray:
+        return np.linspace(self.lo, self.hi, self.bins + 1)
+
+    @property
+    def centers(self) -> np.ndarray:
+        edges = self.edges
+        return (edges[:-1] + edges[1:]) / 2
+
+    def add(self, x: np.ndarray) -> None:
+        x = np.asarray(x, dtype=np.float32).ravel()
+        if x.size == 0:
+            return
+        lo, hi = float(x.min()), float(x.max())
+        self.min, self.max = min(self.min, lo), max(self.max, hi)
+        if self.counts.sum() == 0:
+            self.lo, self.hi = lo, hi if hi > lo else lo + 1e-12
+        elif lo < self.lo or hi > self.hi:
+            self._grow(min(lo, self.lo), max(hi, self.hi))
+        width = (self.hi - self.lo) / self.bins
+        index = np.clip(((x - self.lo) / width).astype(np.int64), 0, self.bins - 1)
+        self.counts += np.bincount(index, minlength=self.bins)
+
+    def _grow(self, lo: float, hi: float) -> None:
+        cumulative = np.concatenate([[0.0], np.cumsum(self.counts)])
+        old_edges = self.edges
+        self.lo, self.hi = lo, hi
+        self.counts = np.diff(np.interp(self.edges, old_edges, cumulative))
+
+    def quantile(self, q: float) -> float:
+        cumulative = np.concatenate([[0.0], np.cumsum(self.counts)])
+        return float(np.interp(q * cumulative[-1], cumulative, self.edges))
+
+
+def observe_range(hist: Histogram, method: str, levels: int, percentile: float = 99.999) -> tuple[float, float]:
+    """The (lo, hi) clipping range `method` picks for `levels` quantization steps."""
+    if hist.empty:
+        raise GraphoptError("no calibration values were observed for this tensor")
+    if method == "minmax":
+        return hist.min, hist.max
+    if method == "percentile":
+        tail = (100.0 - percentile) / 100.0
+        return min(hist.quantile(tail), 0.0), max(hist.quantile(1.0 - tail), 0.0)
+    if method == "mse":
+        errors = [_mse(hist, a * min(hist.lo, 0.0), a * max(hist.hi, 0.0), levels) for a in CANDIDATES]
+    elif method == "entropy":
+        errors = [_kl(hist, a * min(hist.lo, 0.0), a * max(hist.hi, 0.0), levels) for a in CANDIDATES]
+    else:
+        raise GraphoptError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
+    best = CANDIDATES[int(np.argmin(errors))]
+    return best * min(hist.lo, 0.0), best * max(hist.hi, 0.0)
+
+
+def _mse(hist: Histogram, lo: float, hi: float, levels: int) -> float:
+    """Expected squared error of fake-quantizing the histogram's bin centers to `levels` steps."""
+    step = (hi - lo) / (levels - 1) or 1.0
+    c = hist.centers
+    q = np.clip(np.rint((c - lo) / step), 0, levels - 1) * step + lo
+    return float(np.dot(hist.counts, (c - q) ** 2))
+
+
+def _kl(hist: Histogram, lo: float, hi: float, levels: int) -> float:
+    """KL(P || Q): P the histogram clipped to [lo, hi] (outliers piled on the edge bins), Q the same
+    after merging its bins into `levels` groups spread evenly over their non-empty bins."""
+    i0 = int(np.floor((lo - hist.lo) / (hist.hi - hist.lo) * hist.bins))
+    i1 = int(np.ceil((hi - hist.lo) / (hist.hi - hist.lo) * hist.bins))
+    i0, i1 = max(i0, 0), min(max(i1, i0 + 1), hist.bins)
+    if i1 - i0 < levels:
+        return np.inf
+    p = hist.counts[i0:i1].copy()
+    p[0] += hist.counts[:i0].sum()
+    p[-1] += hist.counts[i1:].sum()
+    q = np.zeros_like(p)
+    for chunk in np.array_split(np.arange(p.size), levels):
+        nonzero = chunk[p[chunk] > 0]
+        if nonzero.size:
+            q[nonzero] = p[chunk].sum() / nonzero.size
+    mask = p > 0
+    p, q = p[mask] / p.sum(), q[mask] / q.sum()
+    return float(np.sum(p * np.log(p / q)))
+
+
+@dataclass(frozen=True)
+class QParams:
+    """Per-tensor quantization parameters: x ~ (q - zero_point) * scale, q in [qmin, qmax]."""
+
+    scale: float
+    zero_point: int
+    dtype: DType
+
+
+def affine_qparams(lo: float, hi: float, dtype: DType, symmetric: bool) -> QParams:
+    """Parameters covering [lo, hi] (widened to include 0, which must be exact: zero padding and
+    relu outputs). Symmetric ones have zero point 0 and a range of +-127."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    if symmetric:
+        scale = max(-lo, hi) / 127.0
+        return QParams(float(np.float32(scale or 1.0)), 0, dtype)
+    info = np.iinfo(dtype.numpy)
+    scale = float(np.float32((hi - lo) / (info.max - info.min) or 1.0))
+    zero_point = int(np.clip(np.rint(info.min - lo / scale), info.min, info.max))
+    return QParams(scale, zero_point, dtype)
+
+
+def symmetric_scales(weight: np.ndarray, axis: int | None, bits: int = 8) -> np.ndarray:
+    """Per-channel (along `axis`) or per-tensor (axis None) scales mapping max |w| to 2**(bits-1) - 1."""
+    w = np.abs(weight.astype(np.float32))
+    amax = w.max() if axis is None else w.max(axis=tuple(d for d in range(w.ndim) if d != axis % w.ndim))
+    scales = np.asarray(amax, dtype=np.float32) / np.float32(2 ** (bits - 1) - 1)
+    return np.where(scales > 0, scales, np.float32(1.0)).astype(np.float32)

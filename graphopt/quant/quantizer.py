@@ -1,0 +1,175 @@
+"""Apply a Plan: Q/DQ pairs on the planned activation tensors (parameters from calibration), int8
+weights behind a DequantizeLinear-style node (per channel or per tensor; int4 per group for
+weight-only), and int32 biases on the input-times-weight scale, the layout int8 runtimes fuse."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from graphopt.errors import GraphoptError
+from graphopt.ir.graph import Graph
+from graphopt.ir.node import Node
+from graphopt.ir.types import DType
+from graphopt.ir.value import Value
+from graphopt.ops.quant import quantize
+from graphopt.quant.calibration import Statistics
+from graphopt.quant.observers import QParams, affine_qparams, observe_range, symmetric_scales
+from graphopt.quant.placement import Plan
+
+ACTIVATION_DTYPES = {"uint8": DType.uint8, "int8": DType.int8}
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """How to quantize: `weights` per-channel or per-tensor; `activations` uint8 (asymmetric), int8
+    (symmetric) or none (weight-only); `weight_bits` 8, or 4 with `group_size` (weight-only)."""
+
+    weights: str = "per-channel"
+    activations: str = "uint8"
+    method: str = "percentile"
+    percentile: float = 99.999
+    weight_bits: int = 8
+    group_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.weights not in ("per-channel", "per-tensor"):
+            raise GraphoptError(f"weights={self.weights!r}: use per-channel or per-tensor")
+        if self.activations not in (*ACTIVATION_DTYPES, "none"):
+            raise GraphoptError(f"activations={self.activations!r}: use uint8, int8 or none (weight-only)")
+        if self.weight_bits not in (4, 8):
+            raise GraphoptError(f"weight-bits={self.weight_bits}: use 8, or 4 (weight-only, per group)")
+        if self.weight_bits == 4 and self.activations != "none":
+            raise GraphoptError("weight-bits=4 is weight-only: add activations=none")
+
+    @property
+    def weight_only(self) -> bool:
+        return self.activations == "none"
+
+    def activation_qparams(self, stats: Statistics, value: Value) -> QParams:
+        dtype = ACTIVATION_DTYPES[self.activations]
+        levels = 255 if dtype is DType.uint8 else 254
+        lo, hi = observe_range(stats.of(value), self.method, levels, self.percentile)
+        return affine_qparams(lo, hi, dtype, symmetric=dtype is DType.int8)
+
+
+def apply_plan(graph: Graph, plan: Plan, scheme: Scheme, stats: Statistics | None) -> None:
+    """Quantize `graph` in place as `plan` says."""
+    params: dict[int, QParams] = {}
+    if not scheme.weight_only:
+        if stats is None:
+            raise GraphoptError("quantizing activations needs calibration statistics")
+
+        def resolve(v: Value) -> QParams:
+            if id(v) not in params:
+                params[id(v)] = resolve(plan.shares[id(v)]) if id(v) in plan.shares else \
+                    scheme.activation_qparams(stats, v)
+            return params[id(v)]
+
+        for v in plan.tensors:
+            resolve(v)
+    quantized: dict[int, tuple[Value, np.ndarray]] = {}
+    for layer in plan.layers:
+        weight = layer.operands[1]
+        if not weight.is_parameter:
+            continue
+        input_scale = params[id(layer.operands[0])].scale if id(layer.operands[0]) in params else None
+        if scheme.weight_bits == 4:
+            _quantize_weight_grouped(graph, layer, scheme.group_size)
+            continue
+        scales = _quantize_weight(graph, layer, scheme.weights == "per-channel", quantized)
+        if len(layer.operands) == 3 and input_scale is not None and layer.operands[2].is_parameter:
+            _quantize_bias(graph, layer, input_scale * scales)
+    for v in plan.tensors:
+        if id(v) in params:
+            _insert_qdq(graph, v, params[id(v)])
+
+
+def _insert_qdq(graph: Graph, v: Value, qp: QParams) -> None:
+    before = v.producer.next if v.producer is not None else next(iter(graph), None)
+    readers = list(v.uses)
+    loc = v.producer.loc if v.producer is not None else v.name
+    q = graph.create("quantize_per_tensor", [v], {"scale": qp.scale, "zero_point": qp.zero_point,
+                                                   "dtype": qp.dtype}, loc=loc, before=before)
+    dq = graph.create("dequantize_per_tensor", [q.result], {"scale": qp.scale, "zero_point": qp.zero_point},
+                      loc=loc, before=before)
+    for node, index in readers:
+        node.set_operand(index, dq.result)
+    if v.is_graph_output:
+        graph.outputs = [dq.result if o is v else o for o in graph.outputs]
+
+
+def _channel_axis(layer: Node) -> int:
+    """The output-channel axis of the layer's weight: dim 0 for conv and linear, last for matmul."""
+    return layer.operands[1].type.rank - 1 if layer.op == "matmul" else 0
+
+
+def _quantize_weight(graph: Graph, layer: Node, per_channel: bool, done: dict[int, tuple[Value, np.ndarray]]
+                     ) -> np.ndarray:
+    """Replace the weight operand with DQ(int8 weight); a weight shared by layers is quantized once.
+    Returns the per-output-channel scales (the per-tensor scale repeated)."""
+    weight = layer.operands[1]
+    axis = _channel_axis(layer)
+    channels = int(weight.shape[axis])  # type: ignore[arg-type]
+    if id(weight) not in done:
+        data = weight.data
+        if data is None:
+            raise GraphoptError(f"{layer.where}: weight %{weight.name} has no data to quantize")
+        scales = symmetric_scales(data, axis if per_channel else None)
+        view = scales.reshape([-1 if d == axis else 1 for d in range(data.ndim)]) if per_channel else scales
+        q = quantize(data, view, 0, DType.int8, -127, 127)
+        done[id(weight)] = (graph.add_parameter(q, f"{weight.name}.int8"), scales)
+    q_param, scales = done[id(weight)]
+    if per_channel:
+        s = graph.add_parameter(scales, f"{weight.name}.scale")
+        z = graph.add_parameter(np.zeros(channels, np.int8), f"{weight.name}.zero_point")
+        dq = graph.create("dequantize_per_channel", [q_param, s, z], {"axis": axis}, loc=layer.loc, before=layer)
+    else:
+        dq = graph.create("dequantize_per_tensor", [q_param], {"scale": float(scales), "zero_point": 0},
+                          loc=layer.loc, before=layer)
+    _replace_operand(graph, layer, 1, dq.result)
+    return np.broadcast_to(scales, (channels,)).astype(np.float32)
+
+
+def _quantize_bias(graph: Graph, layer: Node, scales: np.ndarray) -> None:
+    """int32 bias on scale input_scale * weight_scale[c], which int8 kernels add to the accumulator."""
+    bias = layer.operands[2]
+    assert bias.data is not None
+    scales = scales.astype(np.float32)
+    q = np.clip(np.rint(bias.data.astype(np.float64) / scales), -(2 ** 31), 2 ** 31 - 1).astype(np.int32)
+    qb = graph.add_parameter(q, f"{bias.name}.int32")
+    s = graph.add_parameter(scales, f"{bias.name}.scale")
+    z = graph.add_parameter(np.zeros(q.shape, np.int32), f"{bias.name}.zero_point")
+    dq = graph.create("dequantize_per_channel", [qb, s, z], {"axis": 0}, loc=layer.loc, before=layer)
+    _replace_operand(graph, layer, 2, dq.result)
+
+
+def _quantize_weight_grouped(graph: Graph, layer: Node, group: int) -> None:
+    """int4 weight-only: one scale per `group` consecutive input features of an output channel,
+    stored as int8 in [-7, 7] and viewed as [channels * groups, group] for a per-row dequantize."""
+    weight = layer.operands[1]
+    data = weight.data
+    if data is None or data.ndim != 2:
+        raise GraphoptError(f"{layer.where}: int4 per-group weights need a 2-d weight (linear or matmul)")
+    rows = data if layer.op != "matmul" else data.T  # [out, in]
+    if rows.shape[1] % group:
+        raise GraphoptError(f"{layer.where}: {rows.shape[1]} input features are not a multiple of "
+                            f"group-size={group}; pick a group size that divides it")
+    grouped = rows.reshape(-1, group)
+    scales = symmetric_scales(grouped, 0, bits=4)
+    q = graph.add_parameter(quantize(grouped, scales[:, None], 0, DType.int8, -7, 7), f"{weight.name}.int4")
+    s = graph.add_parameter(scales, f"{weight.name}.scale")
+    z = graph.add_parameter(np.zeros(scales.shape, np.int8), f"{weight.name}.zero_point")
+    dq = graph.create("dequantize_per_channel", [q, s, z], {"axis": 0}, loc=layer.loc, before=layer)
+    w = graph.create("reshape", [dq.result], {"shape": rows.shape}, loc=layer.loc, before=layer)
+    if layer.op == "matmul":
+        w = graph.create("permute", [w.result], {"dims": (1, 0)}, loc=layer.loc, before=layer)
+    _replace_operand(graph, layer, 1, w.result)
+
+
+def _replace_operand(graph: Graph, layer: Node, index: int, value: Value) -> None:
+    old = layer.operands[index]
+    layer.set_operand(index, value)
+    if not old.is_used and not old.is_graph_output:
+        graph.remove_parameters(old)

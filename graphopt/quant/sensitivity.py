@@ -1,0 +1,91 @@
+"""Sensitivity and mixed precision. A layer's sensitivity is the output SQNR (signal to
+quantization noise, dB, worst calibration sample) when only that layer is quantized; the mixed-
+precision search keeps the most sensitive layers in float until the whole model meets a budget."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from graphopt.interp import Interpreter
+from graphopt.ir.graph import Graph
+from graphopt.progress import progress
+from graphopt.quant.calibration import Statistics
+from graphopt.quant.placement import Profile, plan
+from graphopt.quant.quantizer import Scheme, apply_plan
+
+
+def sqnr_db(reference: Sequence[np.ndarray], got: Sequence[np.ndarray]) -> float:
+    """10 log10(signal power / error power) over the float outputs; inf when they agree exactly."""
+    signal = sum(float(np.sum(np.square(r, dtype=np.float64))) for r in reference if r.dtype.kind == "f")
+    noise = sum(float(np.sum(np.square(r.astype(np.float64) - g))) for r, g in zip(reference, got)
+                if r.dtype.kind == "f")
+    if noise == 0:
+        return float("inf")
+    return 10 * float(np.log10(max(signal, 1e-30) / noise))
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    layer: str  # the layer's name as the user knows it (loc), or its op and position
+    op: str
+    sqnr_db: float
+
+
+class Evaluator:
+    """Scores quantized copies of `graph` (a chosen subset of its layers, given by position) on the
+    calibration samples against the float model's outputs."""
+
+    def __init__(self, graph: Graph, samples: Sequence[tuple[np.ndarray, ...]], stats: Statistics,
+                 scheme: Scheme, target: Profile) -> None:
+        self.graph, self.samples, self.stats = graph, list(samples), stats
+        self.scheme, self.target = scheme, target
+
+    def quantized(self, layers: Sequence[int]) -> Graph:
+        clone = self.graph.clone()
+        nodes = list(clone)
+        apply_plan(clone, plan(clone, [nodes[i] for i in layers], self.target), self.scheme,
+                   self.stats.rebind(clone))
+        return clone
+
+    def sqnr(self, layers: Sequence[int]) -> float:
+        interp = Interpreter(self.quantized(layers))
+        return min(sqnr_db(ref, interp.run(*s)) for ref, s in zip(self.stats.outputs, self.samples))
+
+    def sensitivity(self, layers: Sequence[int]) -> list[Sensitivity]:
+        nodes = list(self.graph)
+        return [Sensitivity(nodes[i].loc or f"{nodes[i].op}#{i}", nodes[i].op, self.sqnr([i]))
+                for i in progress(layers, len(layers), "layer sensitivity")]
+
+
+@dataclass
+class MixedPrecision:
+    int8: list[int]
+    float: list[int]
+    sensitivity: list[Sensitivity]
+    sqnr_all_int8: float
+    sqnr: float
+
+
+def mixed_precision(evaluator: Evaluator, layers: Sequence[int], budget_db: float) -> MixedPrecision:
+    """All layers in int8 when that meets `budget_db`; otherwise the fewest most-sensitive layers in
+    float that meet it, found by bisection over the sensitivity order (log2(n) model evaluations)."""
+    full = evaluator.sqnr(layers)
+    if full >= budget_db:
+        return MixedPrecision(list(layers), [], [], full, full)
+    scores = evaluator.sensitivity(layers)
+    order = [i for _, i in sorted(zip((s.sqnr_db for s in scores), layers))]
+    cache = {0: full, len(order): float("inf")}
+
+    def score(k: int) -> float:
+        if k not in cache:
+            cache[k] = evaluator.sqnr(sorted(order[k:]))
+        return cache[k]
+
+    lo, hi = 0, len(order)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if score(mid) >= budget_db else (mid, hi)
+    return MixedPrecision(sorted(order[hi:]), sorted(order[:hi]), scores, full, score(hi))

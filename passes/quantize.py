@@ -1,0 +1,103 @@
+"""quantize: calibrated int8 quantization in QDQ form, placed where the target runtime fuses it.
+
+Weights become int8 (symmetric, per output channel by default) behind a dequantize node, biases
+int32 on the input-times-weight scale, and activations get a quantize/dequantize pair (uint8
+asymmetric by default) whose range a calibration observer picks from histograms. With
+`activations=none` it is weight-only (int8, or int4 per group for linear and matmul layers).
+
+Mixed precision is the default: when the all-int8 model's output SQNR on the calibration samples is
+below `budget` dB, the layers whose quantization alone hurts the output most stay float until the
+budget holds (budget=0 turns this off). The layers kept float and the sensitivity of every layer
+are in the pass's details (a QuantizeSummary), which the report draws.
+
+Contract: bounded -- on the calibration samples the output SQNR is at least `budget` dB -- and
+idempotent (quantized layers are not quantized again)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from graphopt.errors import GraphoptError
+from graphopt.ir.graph import Graph
+from graphopt.ir.node import Node
+from graphopt.pipeline import Contract, Pass, PassContext, PassResult, register_pass
+from graphopt.quant.calibration import Calibration
+from graphopt.quant.placement import candidate_layers, plan, profile
+from graphopt.quant.quantizer import Scheme, apply_plan
+from graphopt.quant.sensitivity import Evaluator, Sensitivity, mixed_precision
+
+DEQUANTIZE = {"dequantize_per_tensor", "dequantize_per_channel"}
+
+
+@dataclass
+class QuantizeSummary:
+    """What quantize decided: layers in int8, layers left float (with the reason), and the output
+    SQNR on the calibration samples before and after the mixed-precision fallback."""
+
+    spec: str
+    int8: list[str]
+    float: dict[str, str]
+    budget_db: float
+    sqnr_all_int8: float | None = None
+    sqnr: float | None = None
+    sensitivity: list[Sensitivity] = field(default_factory=list)
+
+
+@register_pass
+@dataclass(frozen=True)
+class Quantize(Pass):
+    """Calibrated int8 QDQ quantization with sensitivity-driven mixed precision."""
+
+    name = "quantize"
+    contract = Contract("bounded")
+    weights: str = "per-channel"
+    activations: str = "uint8"
+    calib: str = "percentile"
+    percentile: float = 99.999
+    weight_bits: int = 8
+    group_size: int = 64
+    skip: tuple[str, ...] = ()
+    target: str = "ort-cpu"
+    budget: float = 20.0
+    samples: int = 16
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        scheme = Scheme(self.weights, self.activations, self.calib, self.percentile, self.weight_bits,
+                        self.group_size)
+        target = profile(self.target)
+        nodes = list(graph)
+        index = {id(n): i for i, n in enumerate(nodes)}
+        layers = [index[id(n)] for n in candidate_layers(graph, target, self.skip) if not _quantized(n)]
+        summary = QuantizeSummary(self.spec(), [], {n.loc or n.op: "skip=" for n in nodes
+                                                    if n.op in target.layers and not _quantized(n)
+                                                    and index[id(n)] not in layers}, self.budget)
+        if not layers:
+            return PassResult(False, details=summary)
+        stats = None
+        if not scheme.weight_only:
+            calibration = ctx.get("calibration")
+            if calibration is None:
+                raise GraphoptError("quantize needs calibration data for activations: pass "
+                                    "calibration=[input tuples] to run_pipeline (CLI: --calibration FILE.npz), "
+                                    "or use quantize{activations=none} for weight-only")
+            if not isinstance(calibration, Calibration):
+                calibration = ctx.options["calibration"] = Calibration(calibration)
+            stats = calibration.statistics(graph)
+            if self.budget > 0:
+                evaluator = Evaluator(graph, calibration.samples[:self.samples], stats, scheme, target)
+                mixed = mixed_precision(evaluator, layers, self.budget)
+                summary.sqnr_all_int8, summary.sqnr, summary.sensitivity = mixed.sqnr_all_int8, mixed.sqnr, \
+                    mixed.sensitivity
+                scores = {s.layer: s.sqnr_db for s in mixed.sensitivity}
+                for i in mixed.float:
+                    name = nodes[i].loc or nodes[i].op
+                    summary.float[name] = f"sensitivity: {scores.get(name, 0.0):.1f} dB alone"
+                layers = mixed.int8
+        chosen = [nodes[i] for i in layers if ctx.allow(nodes[i])]
+        summary.int8 = [n.loc or n.op for n in chosen]
+        apply_plan(graph, plan(graph, chosen, target), scheme, stats)
+        return PassResult(bool(chosen), details=summary)
+
+
+def _quantized(layer: Node) -> bool:
+    return any(v.producer is not None and v.producer.op in DEQUANTIZE for v in layer.operands)
