@@ -101,15 +101,36 @@ def cmd_opt(args: argparse.Namespace) -> None:
     refuse_overwrite(weights_path(out), weights_path(args.model))
     refuse_overwrite(Path(str(out) + ".data"), Path(str(args.model) + ".data"))
     graph = load_model(args.model, args.input_shape, args.dynamic_batch)
+    options = {}
+    if args.calibration:
+        from graphopt.quant import load_calibration
+
+        options["calibration"] = load_calibration(args.calibration, graph)
+        options["calibration"].check(graph)  # bad data fails here, before any pass runs
+    original = graph.clone()
     instruments = [] if args.quiet else [Timing(sys.stderr)]
     if args.print_after:
         instruments.append(PrintAfter(*args.print_after))
     if args.dump:
         instruments.append(DumpToFolder(args.dump))
-    result = run_pipeline(graph, args.pipeline, verify=not args.no_verify, instruments=instruments, in_place=True)
+    result = run_pipeline(graph, args.pipeline, verify=not args.no_verify, instruments=instruments, in_place=True,
+                          **options)
     write_model(result.graph, out)
     print(result.report())
     print(f"wrote {out}")
+    summary = next((r.details for r in result.records if r.spec.startswith("quantize")), None)
+    if summary is not None:
+        from graphopt.quant.report import write_report
+
+        fusion = None
+        if out.suffix == ".onnx":
+            from graphopt.backends.ort_fusion import check_fusion
+
+            fusion = check_fusion(out, summary.float)
+        report = write_report(Path(args.report or out.with_suffix(".report.md")), model=args.model, before=original,
+                              after=result.graph, summary=summary, fusion=fusion,
+                              samples=len(options["calibration"]) if "calibration" in options else 0)
+        print(f"wrote {report}")
 
 
 def cmd_passes(args: argparse.Namespace) -> None:
@@ -154,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("-p", "--pipeline", required=True, help="e.g. 'dce' or 'dce{keep-parameters=true}'")
     opt.add_argument("-o", "--output", required=True, help=f"output file ({OUTPUT_FORMATS}); written atomically")
     opt.add_argument("--no-verify", action="store_true", help="skip verification after each pass")
+    opt.add_argument("--calibration", metavar="DATA", help="calibration inputs for quantize: an .npz (arrays named "
+                     "after the model inputs, samples along axis 0) or a folder of .npy/.npz files")
+    opt.add_argument("--report", metavar="FILE.md", help="quantization report (default: next to the output)")
     opt.add_argument("--print-after", nargs="*", metavar="PASS", help="print the IR after these passes")
     opt.add_argument("--dump", metavar="DIR", help="save the IR before and after every pass in DIR")
     opt.add_argument("-q", "--quiet", action="store_true", help="no per-pass progress lines")

@@ -11,7 +11,7 @@ budget holds (budget=0 turns this off). The layers kept float and the sensitivit
 are in the pass's details (a QuantizeSummary), which the report draws.
 
 Contract: bounded -- on the calibration samples the output SQNR is at least `budget` dB -- and
-idempotent (quantized layers are not quantized again)."""
+idempotent (a graph that already holds dequantize nodes keeps its precision choices)."""
 
 from __future__ import annotations
 
@@ -60,19 +60,20 @@ class Quantize(Pass):
     target: str = "ort-cpu"
     budget: float = 20.0
     samples: int = 16
+    sensitivity: str = "auto"  # auto: measured only when all-int8 misses the budget; always: for the report
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        scheme = Scheme(self.weights, self.activations, self.calib, self.percentile, self.weight_bits,
-                        self.group_size)
         target = profile(self.target)
+        scheme = Scheme(self.weights, self.activations, self.calib, self.percentile, self.weight_bits,
+                        self.group_size, target.weight_max)
         nodes = list(graph)
         index = {id(n): i for i, n in enumerate(nodes)}
         layers = [index[id(n)] for n in candidate_layers(graph, target, self.skip) if not _quantized(n)]
         summary = QuantizeSummary(self.spec(), [], {n.loc or n.op: "skip=" for n in nodes
                                                     if n.op in target.layers and not _quantized(n)
                                                     and index[id(n)] not in layers}, self.budget)
-        if not layers:
-            return PassResult(False, details=summary)
+        if not layers or any(n.op in DEQUANTIZE for n in nodes):
+            return PassResult(False, details=summary)  # nothing to do, or quantized before: its choices stand
         stats = None
         if not scheme.weight_only:
             calibration = ctx.get("calibration")
@@ -85,7 +86,7 @@ class Quantize(Pass):
             stats = calibration.statistics(graph)
             if self.budget > 0:
                 evaluator = Evaluator(graph, calibration.samples[:self.samples], stats, scheme, target)
-                mixed = mixed_precision(evaluator, layers, self.budget)
+                mixed = mixed_precision(evaluator, layers, self.budget, always_measure=self.sensitivity == "always")
                 summary.sqnr_all_int8, summary.sqnr, summary.sensitivity = mixed.sqnr_all_int8, mixed.sqnr, \
                     mixed.sensitivity
                 scores = {s.layer: s.sqnr_db for s in mixed.sensitivity}

@@ -100,7 +100,7 @@ class Calibration:
                 where = f"calibration sample {i}, input %{value.name}"
                 if array.dtype != value.dtype.numpy:
                     raise CalibrationError(f"{where}: dtype {array.dtype}, the model expects {value.dtype}; "
-                                           f"convert with .astype(np.{value.dtype.numpy.__name__})")
+                                           f"convert with .astype(np.{np.dtype(value.dtype.numpy).name})")
                 if array.ndim != value.type.rank or any(
                         isinstance(d, int) and d != s for d, s in zip(value.shape, array.shape)):
                     raise CalibrationError(f"{where}: shape {fmt_shape(array.shape)}, the model expects "

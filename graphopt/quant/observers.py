@@ -74,42 +74,46 @@ def observe_range(hist: Histogram, method: str, levels: int, percentile: float =
     if method == "percentile":
         tail = (100.0 - percentile) / 100.0
         return min(hist.quantile(tail), 0.0), max(hist.quantile(1.0 - tail), 0.0)
-    if method == "mse":
-        errors = [_mse(hist, a * min(hist.lo, 0.0), a * max(hist.hi, 0.0), levels) for a in CANDIDATES]
-    elif method == "entropy":
-        errors = [_kl(hist, a * min(hist.lo, 0.0), a * max(hist.hi, 0.0), levels) for a in CANDIDATES]
-    else:
+    if method not in ("mse", "entropy"):
         raise GraphoptError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
-    best = CANDIDATES[int(np.argmin(errors))]
-    return best * min(hist.lo, 0.0), best * max(hist.hi, 0.0)
+    cost = _mse if method == "mse" else _kl
+    # Each end separately (an outlier on one side must not clip the other), the upper end first.
+    lo, hi = min(hist.min, 0.0), max(hist.max, 0.0)
+    hi = hi * CANDIDATES[int(np.argmin([cost(hist, lo, a * hi, levels) for a in CANDIDATES]))]
+    lo = lo * CANDIDATES[int(np.argmin([cost(hist, a * lo, hi, levels) for a in CANDIDATES]))]
+    return lo, hi
 
 
 def _mse(hist: Histogram, lo: float, hi: float, levels: int) -> float:
-    """Expected squared error of fake-quantizing the histogram's bin centers to `levels` steps."""
+    """Expected squared error of quantizing to `levels` steps over [lo, hi]: step**2 / 12 for the
+    values inside (rounding, values spread within their bins) plus the clipping error outside."""
     step = (hi - lo) / (levels - 1) or 1.0
     c = hist.centers
-    q = np.clip(np.rint((c - lo) / step), 0, levels - 1) * step + lo
-    return float(np.dot(hist.counts, (c - q) ** 2))
+    clipped = np.clip(c, lo, hi)
+    error = np.where(c == clipped, step * step / 12, (c - clipped) ** 2)
+    return float(np.dot(hist.counts, error))
 
 
 def _kl(hist: Histogram, lo: float, hi: float, levels: int) -> float:
-    """KL(P || Q): P the histogram clipped to [lo, hi] (outliers piled on the edge bins), Q the same
-    after merging its bins into `levels` groups spread evenly over their non-empty bins."""
+    """KL(P || Q) as TensorRT calibrates: P the histogram clipped to [lo, hi] with the outliers piled
+    on the edge bins, Q the clipped histogram without them, merged into `levels` groups spread evenly
+    over their non-empty bins (so clipping mass and rounding both cost)."""
     i0 = int(np.floor((lo - hist.lo) / (hist.hi - hist.lo) * hist.bins))
     i1 = int(np.ceil((hi - hist.lo) / (hist.hi - hist.lo) * hist.bins))
     i0, i1 = max(i0, 0), min(max(i1, i0 + 1), hist.bins)
     if i1 - i0 < levels:
         return np.inf
-    p = hist.counts[i0:i1].copy()
+    inside = hist.counts[i0:i1]
+    p = inside.copy()
     p[0] += hist.counts[:i0].sum()
     p[-1] += hist.counts[i1:].sum()
     q = np.zeros_like(p)
     for chunk in np.array_split(np.arange(p.size), levels):
-        nonzero = chunk[p[chunk] > 0]
+        nonzero = chunk[inside[chunk] > 0]
         if nonzero.size:
-            q[nonzero] = p[chunk].sum() / nonzero.size
+            q[nonzero] = inside[chunk].sum() / nonzero.size
     mask = p > 0
-    p, q = p[mask] / p.sum(), q[mask] / q.sum()
+    p, q = p[mask] / p.sum(), np.maximum(q[mask], 1e-12) / q.sum()
     return float(np.sum(p * np.log(p / q)))
 
 
@@ -135,9 +139,9 @@ def affine_qparams(lo: float, hi: float, dtype: DType, symmetric: bool) -> QPara
     return QParams(scale, zero_point, dtype)
 
 
-def symmetric_scales(weight: np.ndarray, axis: int | None, bits: int = 8) -> np.ndarray:
-    """Per-channel (along `axis`) or per-tensor (axis None) scales mapping max |w| to 2**(bits-1) - 1."""
+def symmetric_scales(weight: np.ndarray, axis: int | None, bound: int = 127) -> np.ndarray:
+    """Per-channel (along `axis`) or per-tensor (axis None) scales mapping max |w| to `bound`."""
     w = np.abs(weight.astype(np.float32))
     amax = w.max() if axis is None else w.max(axis=tuple(d for d in range(w.ndim) if d != axis % w.ndim))
-    scales = np.asarray(amax, dtype=np.float32) / np.float32(2 ** (bits - 1) - 1)
+    scales = np.asarray(amax, dtype=np.float32) / np.float32(bound)
     return np.where(scales > 0, scales, np.float32(1.0)).astype(np.float32)

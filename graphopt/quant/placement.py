@@ -4,6 +4,7 @@ runtime fuses it (a DQ feeding an op that stays float adds work instead of savin
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -22,7 +23,7 @@ class Profile:
     inputs with their own output scale; `passthrough` ops move int8 data unchanged (their output
     keeps the input's scale, so the runtime drops the Q/DQ around them); `activations` fold into
     the preceding op's output quantization; `output_quantized` layers need a quantized output to
-    fuse (a float-output int8 kernel exists for the others)."""
+    fuse (a float-output int8 kernel exists for the others). `weight_max` bounds |int8 weights|."""
 
     name: str
     layers: frozenset[str]
@@ -30,8 +31,11 @@ class Profile:
     passthrough: frozenset[str]
     activations: frozenset[str]
     output_quantized: frozenset[str]
+    weight_max: int = 127
 
 
+# x86 without VNNI multiplies uint8 x int8 pairwise into int16 (vpmaddubsw), which saturates once
+# 255 * |w| * 2 exceeds 32767: weights keep 7 bits (|w| <= 64) so every x86 CPU computes exactly.
 ORT_CPU = Profile(
     "ort-cpu",
     layers=frozenset({"conv1d", "conv2d", "linear", "matmul"}),
@@ -40,8 +44,11 @@ ORT_CPU = Profile(
                            "identity"}),
     activations=frozenset({"relu", "relu6"}),
     output_quantized=frozenset({"conv1d", "conv2d"}),
+    weight_max=64,
 )
-PROFILES = {p.name: p for p in (ORT_CPU,)}
+# CPUs with VNNI (AVX512-VNNI, AVX-VNNI) or ARM dot products accumulate in int32: full 8-bit weights.
+ORT_CPU_VNNI = dataclasses.replace(ORT_CPU, name="ort-cpu-vnni", weight_max=127)
+PROFILES = {p.name: p for p in (ORT_CPU, ORT_CPU_VNNI)}
 
 
 def profile(name: str) -> Profile:

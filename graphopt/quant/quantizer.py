@@ -32,6 +32,7 @@ class Scheme:
     percentile: float = 99.999
     weight_bits: int = 8
     group_size: int = 64
+    weight_max: int = 127  # |int8 weight| bound (the target profile's; 64 keeps x86 int16 pairs exact)
 
     def __post_init__(self) -> None:
         if self.weights not in ("per-channel", "per-tensor"):
@@ -78,7 +79,7 @@ def apply_plan(graph: Graph, plan: Plan, scheme: Scheme, stats: Statistics | Non
         if scheme.weight_bits == 4:
             _quantize_weight_grouped(graph, layer, scheme.group_size)
             continue
-        scales = _quantize_weight(graph, layer, scheme.weights == "per-channel", quantized)
+        scales = _quantize_weight(graph, layer, scheme.weights == "per-channel", scheme.weight_max, quantized)
         if len(layer.operands) == 3 and input_scale is not None and layer.operands[2].is_parameter:
             _quantize_bias(graph, layer, input_scale * scales)
     for v in plan.tensors:
@@ -105,8 +106,8 @@ def _channel_axis(layer: Node) -> int:
     return layer.operands[1].type.rank - 1 if layer.op == "matmul" else 0
 
 
-def _quantize_weight(graph: Graph, layer: Node, per_channel: bool, done: dict[int, tuple[Value, np.ndarray]]
-                     ) -> np.ndarray:
+def _quantize_weight(graph: Graph, layer: Node, per_channel: bool, bound: int,
+                     done: dict[int, tuple[Value, np.ndarray]]) -> np.ndarray:
     """Replace the weight operand with DQ(int8 weight); a weight shared by layers is quantized once.
     Returns the per-output-channel scales (the per-tensor scale repeated)."""
     weight = layer.operands[1]
@@ -116,9 +117,9 @@ def _quantize_weight(graph: Graph, layer: Node, per_channel: bool, done: dict[in
         data = weight.data
         if data is None:
             raise GraphoptError(f"{layer.where}: weight %{weight.name} has no data to quantize")
-        scales = symmetric_scales(data, axis if per_channel else None)
+        scales = symmetric_scales(data, axis if per_channel else None, bound)
         view = scales.reshape([-1 if d == axis else 1 for d in range(data.ndim)]) if per_channel else scales
-        q = quantize(data, view, 0, DType.int8, -127, 127)
+        q = quantize(data, view, 0, DType.int8, -bound, bound)
         done[id(weight)] = (graph.add_parameter(q, f"{weight.name}.int8"), scales)
     q_param, scales = done[id(weight)]
     if per_channel:
@@ -157,7 +158,7 @@ def _quantize_weight_grouped(graph: Graph, layer: Node, group: int) -> None:
         raise GraphoptError(f"{layer.where}: {rows.shape[1]} input features are not a multiple of "
                             f"group-size={group}; pick a group size that divides it")
     grouped = rows.reshape(-1, group)
-    scales = symmetric_scales(grouped, 0, bits=4)
+    scales = symmetric_scales(grouped, 0, 7)
     q = graph.add_parameter(quantize(grouped, scales[:, None], 0, DType.int8, -7, 7), f"{weight.name}.int4")
     s = graph.add_parameter(scales, f"{weight.name}.scale")
     z = graph.add_parameter(np.zeros(scales.shape, np.int8), f"{weight.name}.zero_point")

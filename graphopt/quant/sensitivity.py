@@ -69,13 +69,16 @@ class MixedPrecision:
     sqnr: float
 
 
-def mixed_precision(evaluator: Evaluator, layers: Sequence[int], budget_db: float) -> MixedPrecision:
+def mixed_precision(evaluator: Evaluator, layers: Sequence[int], budget_db: float, *,
+                    always_measure: bool = False) -> MixedPrecision:
     """All layers in int8 when that meets `budget_db`; otherwise the fewest most-sensitive layers in
     float that meet it, found by bisection over the sensitivity order (log2(n) model evaluations)."""
     full = evaluator.sqnr(layers)
-    if full >= budget_db:
+    if full >= budget_db and not always_measure:
         return MixedPrecision(list(layers), [], [], full, full)
     scores = evaluator.sensitivity(layers)
+    if full >= budget_db:
+        return MixedPrecision(list(layers), [], scores, full, full)
     order = [i for _, i in sorted(zip((s.sqnr_db for s in scores), layers))]
     cache = {0: full, len(order): float("inf")}
 

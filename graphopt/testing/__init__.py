@@ -39,6 +39,8 @@ def check_pass(pipeline: str | Pass, *, max_nodes: int = 12, **settings_override
         if p.contract.semantics == "masked":
             raise ValueError(f"{p.name}: masked contracts need the mask; check them with the pruning "
                              "test helpers, not check_pass")
+    bounded = [p for p in passes if p.contract.semantics == "bounded"]
+    budget = min((getattr(p, "budget", 0.0) for p in bounded), default=None)
     rtol = max(p.contract.rtol for p in passes)
     atol = max(p.contract.atol for p in passes)
     idempotent = all(p.contract.idempotent for p in passes)
@@ -50,10 +52,19 @@ def check_pass(pipeline: str | Pass, *, max_nodes: int = 12, **settings_override
         graph, inputs = case
         before = interpret(graph, *inputs)
         assume(all(np.isfinite(o).all() for o in before if o.dtype.kind == "f"))
-        result = run_pipeline(graph, passes)
-        assert_outputs_close(before, interpret(result.graph, *inputs), rtol=rtol, atol=atol, what=label)
+        # Bounded passes (quantization) calibrate on the inputs and promise an output SQNR there.
+        options = {"calibration": [tuple(inputs)]} if bounded else {}
+        result = run_pipeline(graph, passes, **options)
+        after = interpret(result.graph, *inputs)
+        if budget is None:
+            assert_outputs_close(before, after, rtol=rtol, atol=atol, what=label)
+        else:
+            from graphopt.quant.sensitivity import sqnr_db
+
+            assert sqnr_db(before, after) >= budget, f"{label}: output SQNR {sqnr_db(before, after):.1f} dB " \
+                f"is below the budget {budget} dB"
         if idempotent:
-            again = run_pipeline(result.graph, passes)
+            again = run_pipeline(result.graph, passes, **options)
             assert not any(r.changed for r in again.records), f"{label} is not idempotent"
             assert print_graph(again.graph) == print_graph(result.graph), f"{label} is not idempotent"
 

@@ -1,0 +1,211 @@
+"""Quantization: observers, calibration checks, the quantize pass contract (SQNR budget on the
+calibration data, idempotence) on real and generated graphs, exact integer semantics against ONNX
+Runtime, the fusion check, weight-only int4, and the CLI with its report."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+import graphopt
+from graphopt.backends.ort_fusion import check_fusion
+from graphopt.cli import main
+from graphopt.interp import interpret
+from graphopt.quant import Calibration, CalibrationError, Histogram, observe_range, sqnr_db
+from graphopt.quant.integer import interpret_integer
+from graphopt.testing import check_pass
+
+RNG = np.random.default_rng(0)
+
+
+class SmallNet(torch.nn.Module):
+    """conv-relu, a residual add, max pool, global pool and a linear head: every ort-cpu int8 op."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.body = torch.nn.Conv2d(16, 16, 3, padding=1)
+        self.head = torch.nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.stem(x))
+        y = torch.nn.functional.max_pool2d(torch.relu(self.body(y) + y), 2)
+        return self.head(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(y, 1), 1))
+
+
+def samples(shape: tuple[int, ...], count: int) -> list[tuple[np.ndarray]]:
+    return [(RNG.standard_normal(shape).astype(np.float32),) for _ in range(count)]
+
+
+def ort_run(model: str, x: np.ndarray, optimize: bool = True) -> np.ndarray:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+@pytest.fixture(scope="module")
+def small() -> tuple[graphopt.Graph, list[tuple[np.ndarray]]]:
+    torch.manual_seed(0)
+    graph = graphopt.from_torch(SmallNet().eval(), (torch.randn(1, 3, 16, 16),))
+    return graph, samples((1, 3, 16, 16), 8)
+
+
+# --- observers -------------------------------------------------------------------------------------------
+def test_streaming_histogram_matches_one_shot() -> None:
+    data = [(RNG.standard_normal(1000) * (i + 1)).astype(np.float32) for i in range(5)]
+    streamed = Histogram()
+    for d in data:
+        streamed.add(d)
+    whole = np.concatenate(data)
+    assert (streamed.min, streamed.max) == (whole.min(), whole.max())
+    assert streamed.counts.sum() == pytest.approx(whole.size)
+    assert streamed.quantile(0.5) == pytest.approx(np.median(whole), abs=0.1)
+
+
+def fake_quant_error(x: np.ndarray, lo: float, hi: float) -> float:
+    step = (hi - lo) / 255
+    return float(np.mean((x - (np.clip(np.rint((x - lo) / step), 0, 255) * step + lo)) ** 2))
+
+
+@pytest.mark.parametrize(("method", "sample"), [
+    ("percentile", lambda: RNG.standard_t(2, 1_000_000)),
+    ("entropy", lambda: RNG.standard_t(2, 1_000_000)),
+    # mse models rounding as step**2 / 12, which holds while the step is finer than the bulk of the data.
+    ("mse", lambda: RNG.laplace(size=1_000_000)),
+])
+def test_observers_beat_minmax_on_heavy_tails(method: str, sample) -> None:
+    x = sample().astype(np.float32)
+    hist = Histogram()
+    hist.add(x)
+    lo, hi = observe_range(hist, method, 255)
+    assert observe_range(hist, "minmax", 255) == (hist.min, hist.max)
+    assert hist.min <= lo < 0 < hi <= hist.max
+    assert fake_quant_error(x, lo, hi) < fake_quant_error(x, hist.min, hist.max)
+    if method != "mse":  # mse keeps far outliers whose clipping would cost more than rounding
+        assert hi < hist.max / 2 and lo > hist.min / 2
+
+
+# --- calibration data errors -----------------------------------------------------------------------------
+@pytest.mark.parametrize(("data", "message"), [
+    ([], "calibration data is empty"),
+    ([np.zeros((1, 3, 16, 16), np.float64)], "dtype float64, the model expects float32"),
+    ([np.zeros((1, 3, 8, 8), np.float32)], "shape [1, 3, 8, 8], the model expects"),
+    ([np.full((1, 3, 16, 16), np.nan, np.float32)], "contains NaN"),
+    ([(np.zeros((1, 3, 16, 16), np.float32),) * 2], "has 2 array(s)"),
+])
+def test_bad_calibration_data_is_refused_before_any_work(small, data, message) -> None:
+    graph, _ = small
+    with pytest.raises((CalibrationError, graphopt.GraphoptError), match=re.escape(message)):
+        graphopt.run_pipeline(graph, "quantize", calibration=data)
+
+
+def test_quantize_without_calibration_says_what_to_do(small) -> None:
+    with pytest.raises(graphopt.GraphoptError, match="needs calibration data"):
+        graphopt.run_pipeline(small[0], "quantize")
+
+
+# --- the pass on a real model ----------------------------------------------------------------------------
+def test_quantize_meets_its_budget_fuses_fully_and_runs_in_ort(small, tmp_path) -> None:
+    graph, data = small
+    result = graphopt.run_pipeline(graph, "canonicalize,fuse-activation,quantize", calibration=data)
+    summary = result.records[-1].details
+    assert summary.sqnr >= summary.budget_db and len(summary.int8) == 3
+    q = result.graph
+    worst = min(sqnr_db(interpret(graph, *s), interpret(q, *s)) for s in data)
+    assert worst >= summary.budget_db
+    path = tmp_path / "small.int8.onnx"
+    graphopt.to_onnx(q, path)
+    report = check_fusion(path)
+    assert report.unfused == [] and report.int8_kernels >= 5, report.markdown()
+    x = data[0][0]
+    # The QDQ model's reference semantics (ORT without fusion) is the interpreter's fake quantization.
+    np.testing.assert_allclose(ort_run(str(path), x, optimize=False), interpret(q, x)[0], atol=1e-5)
+    # Idempotent: quantized once, its choices stand.
+    again = graphopt.run_pipeline(q, "quantize", calibration=data)
+    assert not again.records[0].changed
+
+
+def test_integer_interpreter_predicts_ort_int8_kernels_exactly(tmp_path) -> None:
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(32, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(32, 8, 3),
+                                torch.nn.Flatten(), torch.nn.Linear(8 * 14 * 14, 10)).eval()
+    graph = graphopt.from_torch(model, (torch.randn(2, 3, 16, 16),))
+    data = samples((2, 3, 16, 16), 4)
+    q = graphopt.run_pipeline(graph, "fuse-activation,quantize{budget=0}", calibration=data).graph
+    path = tmp_path / "chain.onnx"
+    graphopt.to_onnx(q, path)
+    assert check_fusion(path).unfused == []
+    x = RNG.standard_normal((2, 3, 16, 16)).astype(np.float32) * 1.5  # past the calibrated range: saturation
+    got, expected = interpret_integer(q, x)[0], ort_run(str(path), x)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_weight_only_int4_per_group(tmp_path) -> None:
+    torch.manual_seed(2)
+    model = torch.nn.Sequential(torch.nn.Linear(128, 64), torch.nn.GELU(), torch.nn.Linear(64, 16)).eval()
+    graph = graphopt.from_torch(model, (torch.randn(3, 128),))
+    q = graphopt.run_pipeline(graph, "quantize{activations=none,weight-bits=4,group-size=32}").graph
+    int4 = [p for p in q.parameters if p.name.endswith(".int4")]
+    assert len(int4) == 2 and all(p.data.min() >= -7 and p.data.max() <= 7 for p in int4)
+    x = RNG.standard_normal((3, 128)).astype(np.float32)
+    assert sqnr_db(interpret(graph, x), interpret(q, x)) > 15
+    path = tmp_path / "int4.onnx"
+    graphopt.to_onnx(q, path)
+    np.testing.assert_allclose(ort_run(str(path), x), interpret(q, x)[0], atol=1e-5)
+
+
+def test_skip_keeps_named_layers_and_op_kinds_float(small) -> None:
+    graph, data = small
+    result = graphopt.run_pipeline(graph, "quantize{skip=[head,conv2d]}", calibration=data)
+    summary = result.records[-1].details
+    assert summary.int8 == [] and set(summary.float) == {"stem", "body", "head"}
+
+
+def test_mixed_precision_keeps_sensitive_layers_float_to_meet_a_tight_budget(small) -> None:
+    graph, data = small
+    result = graphopt.run_pipeline(graph, "quantize{budget=60,sensitivity=always}", calibration=data)
+    summary = result.records[-1].details
+    assert summary.float and summary.sqnr >= 60 and len(summary.sensitivity) == 3
+    assert summary.sqnr_all_int8 < 60
+
+
+def test_calibration_statistics_are_reused_across_pipelines(small, monkeypatch) -> None:
+    graph, data = small
+    calibration = Calibration(data)
+    graphopt.run_pipeline(graph, "quantize{calib=minmax}", calibration=calibration)
+    monkeypatch.setattr(graphopt.interp.Interpreter, "run_node", None)  # running the float model would fail
+    key_count = len(calibration._statistics)
+    calibration.statistics(graph)
+    assert len(calibration._statistics) == key_count == 1
+
+
+def test_quantize_contract_on_generated_graphs() -> None:
+    check_pass("quantize")
+
+
+def test_cli_quantizes_with_a_calibration_file_and_writes_a_report(tmp_path) -> None:
+    np.savez(tmp_path / "cal.npz", x=RNG.standard_normal((4, 1, 3, 32, 32)).astype(np.float32).reshape(4, 3, 32, 32))
+    out = tmp_path / "m.int8.onnx"
+    assert main(["opt", "tests.test_quantize:SmallNet", "--input-shape", "1x3x32x32", "-p",
+                 "fuse-activation,quantize{sensitivity=always}", "--calibration", str(tmp_path / "cal.npz"),
+                 "-o", str(out)]) == 0
+    report = (tmp_path / "m.int8.report.md").read_text()
+    assert "unfused Q/DQ pairs: 0" in report and "## Sensitivity" in report
+    assert (tmp_path / "m.int8.report.png").stat().st_size > 1000
+    assert ort_run(str(out), np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 10)
+
+
+def test_cli_refuses_bad_calibration_before_running(tmp_path, capsys) -> None:
+    np.savez(tmp_path / "cal.npz", x=np.zeros((4, 3, 8, 8), np.float32))
+    assert main(["opt", "tests.test_quantize:SmallNet", "--input-shape", "1x3x32x32", "-p", "quantize",
+                 "--calibration", str(tmp_path / "cal.npz"), "-o", str(tmp_path / "m.onnx")]) != 0
+    assert "shape [1, 3, 8, 8], the model expects [1, 3, 32, 32]" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
