@@ -10,9 +10,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from graphopt.backends.ort_fusion import check_fusion
 
 import graphopt
-from graphopt.backends.ort_fusion import check_fusion
 from graphopt.cli import main
 from graphopt.interp import interpret
 from graphopt.quant import Calibration, CalibrationError, Histogram, observe_range, sqnr_db
