@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import torch
+from graphopt.backends.ort_fusion import check_fusion
 from report import write_section
 
 import graphopt as go
 from graphopt import models
-from graphopt.backends.ort_fusion import check_fusion
 from graphopt.progress import progress
 
 PIPELINE = "canonicalize,fold-bn,fuse-activation,quantize"
