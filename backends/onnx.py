@@ -22,6 +22,7 @@ from graphopt.ir.node import Node
 from graphopt.ir.printer import Namer
 from graphopt.ir.types import DType, TensorType
 from graphopt.ir.value import Value
+from graphopt.ops.quant import DEQUANTIZE_OPS
 
 OPSET = 17
 INT64_MAX = 2**63 - 1
@@ -774,10 +775,10 @@ def _default_range(n: Node) -> str | None:
 
 
 def _dequantized(v: Value) -> bool:
-    return v.producer is not None and v.producer.op in ("dequantize_per_tensor", "dequantize_per_channel")
+    return v.producer is not None and v.producer.op in DEQUANTIZE_OPS
 
 
-def _weight_only_for_matmul(n: Node) -> bool:
+def _emitted_by_linears(n: Node) -> bool:
     """A dequantized parameter read only as the weight of linears on rank > 2 inputs: the linears
     emit it transposed (DQ(Transpose(int8)), which ONNX Runtime folds and fuses into MatMul)."""
     users = n.result.users
@@ -788,7 +789,7 @@ def _weight_only_for_matmul(n: Node) -> bool:
 
 def _transposed_weight(e: OnnxEmitter, w: Value) -> str:
     dq = w.producer
-    if dq is None or dq.op not in ("dequantize_per_tensor", "dequantize_per_channel") or not _weight_only_for_matmul(dq):
+    if dq is None or not _dequantized(w) or not _emitted_by_linears(dq):
         return e.add("Transpose", [e.name(w)], perm=[1, 0])
     q = e.add("Transpose", [e.name(dq.operands[0])], perm=[1, 0])
     if dq.op == "dequantize_per_tensor":
@@ -805,7 +806,7 @@ def _quantize(e: OnnxEmitter, n: Node) -> None:
 
 @emits("dequantize_per_tensor")
 def _dequantize(e: OnnxEmitter, n: Node) -> None:
-    if not _weight_only_for_matmul(n):
+    if not _emitted_by_linears(n):
         _dequantize_per_tensor(e, n, e.ins(n)[0], e.out(n))
 
 
@@ -825,7 +826,7 @@ def _quantize_channel(e: OnnxEmitter, n: Node) -> None:
 
 @emits("dequantize_per_channel")
 def _dequantize_channel(e: OnnxEmitter, n: Node) -> None:
-    if not _weight_only_for_matmul(n):
+    if not _emitted_by_linears(n):
         _dequantize_per_channel(e, n, e.ins(n)[0], e.out(n), n.attrs["axis"])
 
 

@@ -13,7 +13,6 @@ off (what the file itself costs) and at ORT's default level (ORT folds batch nor
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ from report import write_section
 
 import graphopt as go
 from graphopt import models
+from graphopt.demo import median_seconds
 
 HERE = Path(__file__).parent
 ONNXOPTIMIZER_PASSES = ["eliminate_deadend", "eliminate_identity", "eliminate_nop_dropout", "eliminate_nop_transpose",
@@ -41,12 +41,7 @@ def latency(path: Path, x: np.ndarray, optimize: bool, repeats: int = 20) -> tup
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     feeds = {session.get_inputs()[0].name: x}
     out = session.run(None, feeds)[0]
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        session.run(None, feeds)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
+    return median_seconds(lambda: session.run(None, feeds), repeats), out
 
 
 def run_tools(source: Path, folder: Path) -> dict[str, tuple[Path, float]]:

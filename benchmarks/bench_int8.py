@@ -14,7 +14,6 @@ size, agreement with fp32 (cosine mean/min, top-1), digits test accuracy, quanti
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from report import write_section
 
 import graphopt as go
 from graphopt import models
+from graphopt.demo import median_seconds
 from graphopt.progress import progress
 
 PIPELINE = "canonicalize,fold-bn,fuse-activation,quantize"
@@ -121,13 +121,7 @@ def ort_session(path: Path, threads: int) -> ort.InferenceSession:
 
 
 def median_ms(run: Callable[[], Any], repeats: int) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    return median_seconds(run, repeats) * 1e3
 
 
 def configs(case: Case) -> list[tuple[str, int, tuple[np.ndarray, ...]]]:

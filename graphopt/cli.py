@@ -90,6 +90,7 @@ def cmd_show(args: argparse.Namespace) -> None:
 
 
 def cmd_opt(args: argparse.Namespace) -> None:
+    from graphopt.analysis import graph_cost
     from graphopt.fileio import refuse_overwrite
     from graphopt.ir.serialize import weights_path
     from graphopt.pipeline import DumpToFolder, PrintAfter, Timing, run_pipeline
@@ -107,7 +108,7 @@ def cmd_opt(args: argparse.Namespace) -> None:
 
         options["calibration"] = load_calibration(args.calibration, graph)
         options["calibration"].check(graph)  # bad data fails here, before any pass runs
-    original = graph.clone()
+    weight_bytes = graph_cost(graph).param_bytes  # for the quantization report
     instruments = [] if args.quiet else [Timing(sys.stderr)]
     if args.print_after:
         instruments.append(PrintAfter(*args.print_after))
@@ -127,8 +128,8 @@ def cmd_opt(args: argparse.Namespace) -> None:
             from graphopt.backends.ort_fusion import check_fusion
 
             fusion = check_fusion(out, summary.float)
-        report = write_report(Path(args.report or out.with_suffix(".report.md")), model=args.model, before=original,
-                              after=result.graph, summary=summary, fusion=fusion,
+        report = write_report(Path(args.report or out.with_suffix(".report.md")), model=args.model,
+                              weight_bytes=weight_bytes, after=result.graph, summary=summary, fusion=fusion,
                               samples=len(options["calibration"]) if "calibration" in options else 0)
         print(f"wrote {report}")
 

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from graphopt.interp import Interpreter
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node
+from graphopt.ops.quant import DEQUANTIZE_OPS
 from graphopt.pipeline import Contract, Pass, PassContext, PassResult, register_pass
 from graphopt.rewrite import Rewriter
-
-NEVER_FOLDED = {"dequantize_per_tensor", "dequantize_per_channel"}
 
 
 @register_pass
@@ -30,7 +29,7 @@ class FoldConstants(Pass):
     max_elements: int = 1 << 22
 
     def foldable(self, node: Node) -> bool:
-        return (node.op not in NEVER_FOLDED and all(v.data is not None for v in node.operands)
+        return (node.op not in DEQUANTIZE_OPS and all(v.data is not None for v in node.operands)
                 and all(r.type.is_static and (r.type.numel or 0) <= self.max_elements for r in node.results))
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:

@@ -19,14 +19,12 @@ from dataclasses import dataclass, field
 
 from graphopt.errors import GraphoptError
 from graphopt.ir.graph import Graph
-from graphopt.ir.node import Node
+from graphopt.ops.quant import DEQUANTIZE_OPS
 from graphopt.pipeline import Contract, Pass, PassContext, PassResult, register_pass
 from graphopt.quant.calibration import Calibration
 from graphopt.quant.placement import candidate_layers, plan, profile
 from graphopt.quant.quantizer import Scheme, apply_plan
 from graphopt.quant.sensitivity import Evaluator, Sensitivity, mixed_precision
-
-DEQUANTIZE = {"dequantize_per_tensor", "dequantize_per_channel"}
 
 
 @dataclass
@@ -67,13 +65,15 @@ class Quantize(Pass):
         scheme = Scheme(self.weights, self.activations, self.calib, self.percentile, self.weight_bits,
                         self.group_size, target.weight_max)
         nodes = list(graph)
+        if any(n.op in DEQUANTIZE_OPS for n in nodes):  # quantized before: its choices stand
+            return PassResult(False, details=QuantizeSummary(self.spec(), [], {}, self.budget))
         index = {id(n): i for i, n in enumerate(nodes)}
-        layers = [index[id(n)] for n in candidate_layers(graph, target, self.skip) if not _quantized(n)]
+        layers = [index[id(n)] for n in candidate_layers(graph, target, self.skip)]
         summary = QuantizeSummary(self.spec(), [], {n.loc or n.op: "skip=" for n in nodes
-                                                    if n.op in target.layers and not _quantized(n)
-                                                    and index[id(n)] not in layers}, self.budget)
-        if not layers or any(n.op in DEQUANTIZE for n in nodes):
-            return PassResult(False, details=summary)  # nothing to do, or quantized before: its choices stand
+                                                    if n.op in target.layers and index[id(n)] not in layers},
+                                  self.budget)
+        if not layers:
+            return PassResult(False, details=summary)
         stats = None
         if not scheme.weight_only:
             calibration = ctx.get("calibration")
@@ -98,7 +98,3 @@ class Quantize(Pass):
         summary.int8 = [n.loc or n.op for n in chosen]
         apply_plan(graph, plan(graph, chosen, target), scheme, stats)
         return PassResult(bool(chosen), details=summary)
-
-
-def _quantized(layer: Node) -> bool:
-    return any(v.producer is not None and v.producer.op in DEQUANTIZE for v in layer.operands)

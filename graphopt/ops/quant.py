@@ -14,6 +14,7 @@ from graphopt.ir.types import DType, TensorType
 from graphopt.ops.common import attr_dtype, attr_float, attr_int, axis, define, need_float
 
 QUANT_DTYPES = (DType.int8, DType.uint8, DType.int32)
+DEQUANTIZE_OPS = frozenset({"dequantize_per_tensor", "dequantize_per_channel"})
 
 
 def quant_range(dtype: DType, quant_min: int | None, quant_max: int | None) -> tuple[int, int]:

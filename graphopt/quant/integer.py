@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from graphopt.interp import Interpreter
+from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node
 from graphopt.ops import get_op
 from graphopt.ops.quant import quant_range
@@ -84,5 +85,5 @@ class IntegerInterpreter(Interpreter):
         return np.clip(q, lo, hi).astype(node.attrs["dtype"].numpy)
 
 
-def interpret_integer(graph: Any, *inputs: Any) -> list[np.ndarray]:
+def interpret_integer(graph: Graph, *inputs: Any) -> list[np.ndarray]:
     return IntegerInterpreter(graph).run(*inputs)

@@ -7,22 +7,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from graphopt.analysis import graph_cost
 from graphopt.fileio import atomic_write
 from graphopt.ir.graph import Graph
-
-
-def parameter_bytes(graph: Graph) -> int:
-    return sum(p.data.nbytes for p in graph.parameters if p.data is not None)
 
 
 def _db(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f} dB"
 
 
-def write_report(path: Path, *, model: str, before: Graph, after: Graph, summary: Any, samples: int,
+def write_report(path: Path, *, model: str, weight_bytes: int, after: Graph, summary: Any, samples: int,
                  fusion: Any = None) -> Path:
-    """Write `path` (markdown) and, when sensitivity was measured, a PNG plot next to it."""
-    size_before, size_after = parameter_bytes(before), parameter_bytes(after)
+    """Write `path` (markdown) and, when sensitivity was measured, a PNG plot next to it.
+    `weight_bytes` is the parameter size before the pipeline ran."""
+    size_before, size_after = weight_bytes, graph_cost(after).param_bytes
     lines = [f"# Quantization report: {model}", "",
              f"- pipeline pass: `{summary.spec}`; calibration samples: {samples}",
              f"- weights: {size_before / 1e6:.2f} MB -> {size_after / 1e6:.2f} MB "
