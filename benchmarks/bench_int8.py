@@ -20,6 +20,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -261,15 +262,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
     builders = {"digits": digits_case, "minilm": minilm_case, **{n: (lambda n=n: cnn_case(n)) for n in CNNS}}
-    sections = []
     with tempfile.TemporaryDirectory(prefix="graphopt-int8-") as tmp:
         for name in args.models:
             print(f"== {name}", file=sys.stderr)
             rows, fusion = run_case(builders[name](), args.repeats, Path(tmp))
-            sections.append(table(name, rows) + "\n\ngraphopt fusion check:\n" + fusion)
-            print(sections[-1], flush=True)
-    write_section("int8", f"Models run: {', '.join(args.models)} ({args.repeats} repeats a latency).\n\n"
-                  + "\n\n".join(sections))
+            section = table(name, rows) + "\n\ngraphopt fusion check:\n" + fusion
+            print(section, flush=True)
+            write_section(f"int8-{name}", f"Run {date.today()} ({args.repeats} repeats a latency).\n\n{section}")
 
 
 if __name__ == "__main__":

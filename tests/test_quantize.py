@@ -13,6 +13,7 @@ import torch
 from graphopt.backends.ort_fusion import check_fusion
 
 import graphopt
+from graphopt import models
 from graphopt.cli import main
 from graphopt.interp import interpret
 from graphopt.quant import Calibration, CalibrationError, Histogram, observe_range, sqnr_db
@@ -209,3 +210,41 @@ def test_cli_refuses_bad_calibration_before_running(tmp_path, capsys) -> None:
                  "--calibration", str(tmp_path / "cal.npz"), "-o", str(tmp_path / "m.onnx")]) != 0
     assert "shape [1, 3, 8, 8], the model expects [1, 3, 32, 32]" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()
+
+
+# --- the benchmark models, small enough for CI (benchmarks/bench_int8.py runs them full size) ------------
+DEFAULT_PIPELINE = "canonicalize,fold-bn,fuse-activation,quantize"
+
+
+def quantize_and_check_fusion(graph: graphopt.Graph, data: list, path) -> None:
+    """Default options; the budget holds and ORT fuses every planned Q/DQ pair."""
+    result = graphopt.run_pipeline(graph, DEFAULT_PIPELINE, calibration=data)
+    summary = result.records[-1].details
+    assert summary.sqnr >= summary.budget_db and summary.int8
+    graphopt.to_onnx(result.graph, path)
+    report = check_fusion(path, summary.float)
+    assert report.unfused == [] and report.int8_kernels >= len(summary.int8), report.markdown()
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_benchmark_cnns_quantize_with_defaults_and_fuse_fully(name: str, tmp_path) -> None:
+    model, _ = models.torchvision_model(name)
+    graph = graphopt.from_torch(model, (torch.randn(1, 3, 64, 64),))
+    data = samples((1, 3, 64, 64), 4)
+    quantize_and_check_fusion(graph, data, tmp_path / f"{name}.onnx")
+    x = RNG.standard_normal((1, 3, 64, 64)).astype(np.float32)  # not a calibration sample
+    assert sqnr_db(interpret(graph, x), [ort_run(str(tmp_path / f"{name}.onnx"), x)]) > 15
+
+
+def test_minilm_layers_quantize_with_defaults_keep_embeddings_close_and_fuse(tmp_path) -> None:
+    text = models.minilm()
+    text.module.bert.encoder.layer = text.module.bert.encoder.layer[:2]  # the real weights, two of six layers
+    encode = lambda s: tuple(t.numpy() for t in text.inputs([s], seq_len=32))  # noqa: E731
+    graph = graphopt.from_torch(text.module, text.inputs(["a sentence"], seq_len=32))
+    quantize_and_check_fusion(graph, [encode(s) for s in models.varied_sentences(8, seed=0)], tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    for s in models.varied_sentences(8, seed=1):
+        ids, mask = encode(s)
+        want = interpret(graph, ids, mask)[0]
+        got = session.run(None, dict(zip([i.name for i in session.get_inputs()], (ids, mask))))[0]
+        assert float(np.sum(want * got) / (np.linalg.norm(want) * np.linalg.norm(got))) > 0.99
