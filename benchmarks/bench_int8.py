@@ -135,6 +135,8 @@ def score(row: Row, case: Case, outputs: list[np.ndarray], reference: list[np.nd
     cos = [float(np.dot(a.ravel(), b.ravel()) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
            for a, b in zip(outputs, reference)]
     row.cos_mean, row.cos_min = float(np.mean(cos)), float(np.min(cos))
+    if all(np.ptp(a) == 0 for a in outputs):
+        row.note = "collapsed: every output is constant"
     if case.name != "minilm":
         row.top1 = float(np.mean([a.argmax() == b.argmax() for a, b in zip(outputs, reference)]))
     if case.labels is not None:

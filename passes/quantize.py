@@ -5,6 +5,10 @@ int32 on the input-times-weight scale, and activations get a quantize/dequantize
 asymmetric by default) whose range a calibration observer picks from histograms. With
 `activations=none` it is weight-only (int8, or int4 per group for linear and matmul layers).
 
+Linear layers that read a layer norm's output are smoothed first (`smooth`, SmoothQuant's alpha;
+0 turns it off): an exact per-channel rescaling that moves outlier
+channels' range from the per-tensor activation scale into the per-channel weight scales.
+
 Mixed precision is the default: when the all-int8 model's output SQNR on the calibration samples is
 below `budget` dB, the layers whose quantization alone hurts the output most stay float until the
 budget holds (budget=0 turns this off). The layers kept float and the sensitivity of every layer
@@ -25,6 +29,7 @@ from graphopt.quant.calibration import Calibration
 from graphopt.quant.placement import candidate_layers, plan, profile
 from graphopt.quant.quantizer import Scheme, apply_plan
 from graphopt.quant.sensitivity import Evaluator, Sensitivity, mixed_precision
+from graphopt.quant.smoothing import smooth
 
 
 @dataclass
@@ -36,6 +41,7 @@ class QuantizeSummary:
     int8: list[str]
     float: dict[str, str]
     budget_db: float
+    smoothed: list[str] = field(default_factory=list)
     sqnr_all_int8: float | None = None
     sqnr: float | None = None
     sensitivity: list[Sensitivity] = field(default_factory=list)
@@ -57,6 +63,7 @@ class Quantize(Pass):
     skip: tuple[str, ...] = ()
     target: str = "ort-cpu"
     budget: float = 20.0
+    smooth: float = 0.5
     samples: int = 16
     sensitivity: str = "auto"  # auto: measured only when all-int8 misses the budget; always: for the report
 
@@ -84,6 +91,15 @@ class Quantize(Pass):
             if not isinstance(calibration, Calibration):
                 calibration = ctx.options["calibration"] = Calibration(calibration)
             stats = calibration.statistics(graph)
+            if self.smooth > 0:
+                chosen_layers = [nodes[i] for i in layers]
+                smoothed = smooth(graph, chosen_layers, stats.channel_absmax, self.smooth)
+                if smoothed:
+                    summary.smoothed = [n.loc or n.op for n in smoothed]
+                    nodes = list(graph)
+                    index = {id(n): i for i, n in enumerate(nodes)}
+                    layers = [index[id(n)] for n in chosen_layers]
+                    stats = calibration.statistics(graph)  # the smoothed tensors
             if self.budget > 0:
                 evaluator = Evaluator(graph, calibration.samples[:self.samples], stats, scheme, target)
                 mixed = mixed_precision(evaluator, layers, self.budget, always_measure=self.sensitivity == "always")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-import bench_int8  # noqa: E402
+import bench_int8
 
 
 def test_int8_benchmark_on_the_digits_cnn(tmp_path) -> None:

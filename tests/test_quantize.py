@@ -248,3 +248,41 @@ def test_minilm_layers_quantize_with_defaults_keep_embeddings_close_and_fuse(tmp
         want = interpret(graph, ids, mask)[0]
         got = session.run(None, dict(zip([i.name for i in session.get_inputs()], (ids, mask))))[0]
         assert float(np.sum(want * got) / (np.linalg.norm(want) * np.linalg.norm(got))) > 0.99
+
+
+class OutlierBlock(torch.nn.Module):
+    """A post-norm attention-style block: a layer norm with a few outlier channels (as BERT's have)
+    feeding three projections and the residual."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(64)
+        with torch.no_grad():
+            self.norm.weight[:3] = 40.0
+        self.q, self.k, self.v = (torch.nn.Linear(64, 64) for _ in range(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm(x)
+        return h + self.q(h) * torch.sigmoid(self.k(h)) + self.v(h)
+
+
+def test_smoothing_is_exact_and_moves_outlier_channels_into_the_weights() -> None:
+    from graphopt.quant.smoothing import smooth
+
+    torch.manual_seed(3)
+    graph = graphopt.from_torch(OutlierBlock().eval(), (torch.randn(1, 16, 64),))
+    data = samples((1, 16, 64), 8)
+    stats = Calibration(data).statistics(graph)
+    smoothed = graph.clone()
+    layers = [n for n in smoothed if n.op == "linear"]
+    assert smooth(smoothed, layers, stats.rebind(smoothed).channel_absmax, 0.5) == layers
+    assert sum(n.op == "mul" for n in smoothed) == sum(n.op == "mul" for n in graph) + 1  # q, k, v share one
+    for s in data:
+        np.testing.assert_allclose(interpret(smoothed, *s)[0], interpret(graph, *s)[0], rtol=1e-4, atol=1e-4)
+    assert smooth(smoothed, layers, Calibration(data).statistics(smoothed).channel_absmax, 0.5) == []
+
+    def all_int8_sqnr(spec: str) -> float:
+        summary = graphopt.run_pipeline(graph, spec, calibration=data).records[-1].details
+        return summary.sqnr_all_int8
+
+    assert all_int8_sqnr("quantize{budget=1}") > all_int8_sqnr("quantize{budget=1,smooth=0}") + 3

@@ -1,11 +1,13 @@
 """Calibration: representative inputs, checked against the graph before any work, and the
-histogram of every float tensor they produce. Statistics are cached on the Calibration by graph
-fingerprint, so trying another observer or scheme on the same model never re-runs it."""
+histogram and per-channel (last axis) absolute maximum of every float tensor they produce.
+Statistics are cached on the Calibration by graph fingerprint, so trying another observer or
+scheme on the same model never re-runs it."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,36 +42,69 @@ def fingerprint(graph: Graph) -> str:
     return digest.hexdigest()
 
 
-class Statistics:
-    """Histograms of a graph's float tensors (`of(value)` looks one up) and the float model's
-    outputs on every sample, the reference quantized models are scored against."""
+class ChannelMax:
+    """Running per-channel absolute maximum over a tensor's last axis (all other axes reduced)."""
 
-    def __init__(self, graph: Graph, histograms: Sequence[Histogram], outputs: Sequence[list[np.ndarray]]) -> None:
-        self.histograms = list(histograms)
+    def __init__(self) -> None:
+        self.values: np.ndarray | None = None
+
+    def add(self, array: np.ndarray) -> None:
+        if array.ndim == 0:
+            return
+        m = np.abs(array).max(axis=tuple(range(array.ndim - 1))).astype(np.float64)
+        self.values = m if self.values is None or self.values.shape != m.shape else np.maximum(self.values, m)
+
+
+@dataclass
+class Observed:
+    """What calibration saw of one tensor."""
+
+    histogram: Histogram = field(default_factory=Histogram)
+    channels: ChannelMax = field(default_factory=ChannelMax)
+
+    def add(self, array: np.ndarray) -> None:
+        self.histogram.add(array)
+        self.channels.add(array)
+
+
+class Statistics:
+    """What calibration saw of a graph's float tensors (`of(value)` the histogram, `channel_absmax`
+    the per-channel maxima) and the float model's outputs on every sample, the reference quantized
+    models are scored against."""
+
+    def __init__(self, graph: Graph, observed: Sequence[Observed], outputs: Sequence[list[np.ndarray]]) -> None:
+        self.observed = list(observed)
         self.outputs = list(outputs)
-        self._by_value = {id(v): h for v, h in zip(tracked_values(graph), histograms)}
+        self._by_value = {id(v): o for v, o in zip(tracked_values(graph), observed)}
 
     def rebind(self, clone: Graph) -> Statistics:
         """The same statistics for a clone of the graph they were taken on."""
-        return Statistics(clone, self.histograms, self.outputs)
+        return Statistics(clone, self.observed, self.outputs)
 
-    def of(self, value: Value) -> Histogram:
+    def _lookup(self, value: Value) -> Observed:
         try:
             return self._by_value[id(value)]
         except KeyError:
             raise GraphoptError(f"no calibration statistics for %{value.name}; it was not observed") from None
 
+    def of(self, value: Value) -> Histogram:
+        return self._lookup(value).histogram
+
+    def channel_absmax(self, value: Value) -> np.ndarray | None:
+        """max |value| per index of its last axis over every sample (None for a scalar)."""
+        return self._lookup(value).channels.values
+
 
 class _Observing(Interpreter):
-    def __init__(self, graph: Graph, histograms: dict[int, Histogram]) -> None:
+    def __init__(self, graph: Graph, observed: dict[int, Observed]) -> None:
         super().__init__(graph)
-        self.histograms = histograms
+        self.observed = observed
 
     def run_node(self, node: Node, args: Sequence[np.ndarray]) -> list[np.ndarray]:
         results = super().run_node(node, args)
         for value, array in zip(node.results, results):
-            if id(value) in self.histograms:
-                self.histograms[id(value)].add(array)
+            if id(value) in self.observed:
+                self.observed[id(value)].add(array)
         return results
 
 
@@ -84,7 +119,7 @@ class Calibration:
         self.samples: list[tuple[np.ndarray, ...]] = [_as_sample(s) for s in samples]
         if not self.samples:
             raise CalibrationError("calibration data is empty; give at least one input sample")
-        self._statistics: dict[str, tuple[list[Histogram], list[list[np.ndarray]]]] = {}
+        self._statistics: dict[str, tuple[list[Observed], list[list[np.ndarray]]]] = {}
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -109,20 +144,20 @@ class Calibration:
                     raise CalibrationError(f"{where}: contains NaN or infinity; calibration needs finite inputs")
 
     def statistics(self, graph: Graph) -> Statistics:
-        """Histograms of every float tensor of `graph` over all samples (computed once per graph)."""
+        """What every float tensor of `graph` holds over all samples (computed once per graph)."""
         key = fingerprint(graph)
         if key not in self._statistics:
             self.check(graph)
             values = tracked_values(graph)
-            histograms = {id(v): Histogram() for v in values}
-            observer = _Observing(graph, histograms)
+            observed = {id(v): Observed() for v in values}
+            observer = _Observing(graph, observed)
             outputs = []
             for sample in progress(self.samples, len(self.samples), "calibrating"):
                 for value, array in zip(graph.inputs, sample):
-                    if id(value) in histograms:
-                        histograms[id(value)].add(array)
+                    if id(value) in observed:
+                        observed[id(value)].add(array)
                 outputs.append(observer.run(*sample))
-            self._statistics[key] = ([histograms[id(v)] for v in values], outputs)
+            self._statistics[key] = ([observed[id(v)] for v in values], outputs)
         return Statistics(graph, *self._statistics[key])
 
 
