@@ -163,6 +163,14 @@ def test_weight_only_int4_per_group(tmp_path) -> None:
     np.testing.assert_allclose(ort_run(str(path), x), interpret(q, x)[0], atol=1e-5)
 
 
+def test_int8_activations_are_symmetric_except_relu_outputs_which_take_the_whole_range(small) -> None:
+    graph, data = small
+    q = graphopt.run_pipeline(graph, "fuse-activation,quantize{activations=int8,budget=0}", calibration=data).graph
+    zero_points = {n.loc: n.attrs["zero_point"] for n in q if n.op == "quantize_per_tensor"}
+    assert zero_points["stem"] == -128  # relu(stem(x)): [0, hi] on all 256 levels, ORT drops the relu
+    assert set(zero_points.values()) == {0, -128}
+
+
 def test_skip_keeps_named_layers_and_op_kinds_float(small) -> None:
     graph, data = small
     result = graphopt.run_pipeline(graph, "quantize{skip=[head,conv2d]}", calibration=data)

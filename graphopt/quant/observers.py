@@ -128,9 +128,11 @@ class QParams:
 
 def affine_qparams(lo: float, hi: float, dtype: DType, symmetric: bool) -> QParams:
     """Parameters covering [lo, hi] (widened to include 0, which must be exact: zero padding and
-    relu outputs). Symmetric ones have zero point 0 and a range of +-127."""
+    relu outputs). Symmetric ones have zero point 0 and a range of +-127, except on a non-negative
+    tensor (a relu's output): it gets the whole type from 0 up, twice the resolution, with the zero
+    point at the type's minimum -- the form in which runtimes drop a relu in front of the quantize."""
     lo, hi = min(lo, 0.0), max(hi, 0.0)
-    if symmetric:
+    if symmetric and lo < 0:
         scale = max(-lo, hi) / 127.0
         return QParams(float(np.float32(scale or 1.0)), 0, dtype)
     info = np.iinfo(dtype.numpy)
