@@ -21,6 +21,7 @@ from graphopt.quant.integer import interpret_integer
 from graphopt.testing import check_pass
 
 RNG = np.random.default_rng(0)
+DEFAULT_PIPELINE = "canonicalize,fold-bn,fuse-activation,quantize"
 
 
 class SmallNet(torch.nn.Module):
@@ -149,6 +150,20 @@ def test_integer_interpreter_predicts_ort_int8_kernels_exactly(tmp_path) -> None
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_integer_interpreter_predicts_ort_exactly_on_whole_cnns(name: str, tmp_path) -> None:
+    """At full size, where float rounding ties are common enough to catch any arithmetic that is not
+    the runtime's: residual adds (QLinearAdd), relu6, global average pooling, depthwise convs."""
+    model, _ = models.torchvision_model(name)
+    graph = graphopt.from_torch(model, (torch.randn(1, 3, 224, 224),))
+    data = samples((1, 3, 224, 224), 2)
+    q = graphopt.run_pipeline(graph, DEFAULT_PIPELINE + "{budget=0}", calibration=data).graph
+    path = tmp_path / f"{name}.onnx"
+    graphopt.to_onnx(q, path)
+    x = RNG.standard_normal((1, 3, 224, 224)).astype(np.float32)
+    np.testing.assert_array_equal(interpret_integer(q, x)[0], ort_run(str(path), x))
+
+
 def test_weight_only_int4_per_group(tmp_path) -> None:
     torch.manual_seed(2)
     model = torch.nn.Sequential(torch.nn.Linear(128, 64), torch.nn.GELU(), torch.nn.Linear(64, 16)).eval()
@@ -221,8 +236,6 @@ def test_cli_refuses_bad_calibration_before_running(tmp_path, capsys) -> None:
 
 
 # --- the benchmark models, small enough for CI (benchmarks/bench_int8.py runs them full size) ------------
-DEFAULT_PIPELINE = "canonicalize,fold-bn,fuse-activation,quantize"
-
 
 def quantize_and_check_fusion(graph: graphopt.Graph, data: list, path) -> None:
     """Default options; the budget holds and ORT fuses every planned Q/DQ pair."""
