@@ -250,7 +250,7 @@ def table(name: str, rows: list[Row]) -> str:
             "cos min", "top-1 agree", "accuracy", "quant s", "note"]
     lines = [f"### {name}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r.method, *[fmt(r.latency.get(k, float("nan")), ".1f") for k in labels],
+        cells = [r.method, *[fmt(r.latency.get(k, float("nan")), ".1f" if eager[k] >= 10 else ".3f") for k in labels],
                  *[fmt(eager[k] / r.latency[k], ".2f") + "x" if k in r.latency else "" for k in labels],
                  fmt(r.size_mb, ".1f"), fmt(r.cos_mean, ".4f"), fmt(r.cos_min, ".4f"), fmt(r.top1 * 100, ".1f"),
                  fmt(r.accuracy * 100, ".1f"), fmt(r.seconds, ".1f"), r.note]
