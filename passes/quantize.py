@@ -28,7 +28,7 @@ from graphopt.pipeline import Contract, Pass, PassContext, PassResult, register_
 from graphopt.quant.calibration import Calibration
 from graphopt.quant.placement import candidate_layers, plan, profile
 from graphopt.quant.quantizer import Scheme, apply_plan
-from graphopt.quant.sensitivity import Evaluator, Sensitivity, mixed_precision
+from graphopt.quant.sensitivity import Evaluator, LayerError, Sensitivity, layer_errors, mixed_precision
 from graphopt.quant.smoothing import smooth
 
 
@@ -42,6 +42,7 @@ class QuantizeSummary:
     float: dict[str, str]
     budget_db: float
     smoothed: list[str] = field(default_factory=list)
+    errors: list[LayerError] = field(default_factory=list)
     sqnr_all_int8: float | None = None
     sqnr: float | None = None
     sensitivity: list[Sensitivity] = field(default_factory=list)
@@ -112,5 +113,7 @@ class Quantize(Pass):
                 layers = mixed.int8
         chosen = [nodes[i] for i in layers if ctx.allow(nodes[i])]
         summary.int8 = [n.loc or n.op for n in chosen]
+        if scheme.weight_bits == 8:
+            summary.errors = layer_errors(chosen, scheme, stats)
         apply_plan(graph, plan(graph, chosen, target), scheme, stats)
         return PassResult(bool(chosen), details=summary)

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,10 @@ def test_opt_writes_the_result_and_reports_each_pass(model: Path, capsys: pytest
     assert "[1] dce:" in captured.err and "4 -> 3 nodes" in captured.err
     assert "dce" in captured.out and f"wrote {out}" in captured.out
     assert len(go.load(out)) == 3 and (model.parent / "dump" / "01-dce.gir").exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # written atomically, with a new file's usual mode
+    assert not list(out.parent.glob(".*.tmp"))
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,10 @@ import graphopt
 from graphopt import models
 from graphopt.cli import main
 from graphopt.interp import interpret
+from graphopt.ir.types import DType
 from graphopt.quant import Calibration, CalibrationError, Histogram, observe_range, sqnr_db
 from graphopt.quant.integer import interpret_integer
+from graphopt.quant.observers import affine_qparams, expected_sqnr_db
 from graphopt.testing import check_pass
 
 RNG = np.random.default_rng(0)
@@ -92,6 +94,17 @@ def test_observers_beat_minmax_on_heavy_tails(method: str, sample) -> None:
     assert fake_quant_error(x, lo, hi) < fake_quant_error(x, hist.min, hist.max)
     if method != "mse":  # mse keeps far outliers whose clipping would cost more than rounding
         assert hi < hist.max / 2 and lo > hist.min / 2
+
+
+def test_expected_sqnr_from_the_histogram_matches_quantizing_the_data() -> None:
+    x = (RNG.standard_normal(200_000) * 3).astype(np.float32)
+    hist = Histogram()
+    hist.add(x)
+    for lo, hi in [(-4.0, 4.0), (-12.0, 12.0), (0.0, 9.0)]:  # clipping dominates, rounding dominates, one side
+        qp = affine_qparams(lo, hi, DType.uint8, symmetric=False)
+        q = np.clip(np.rint(x / qp.scale) + qp.zero_point, 0, 255)
+        measured = sqnr_db([x], [((q - qp.zero_point) * qp.scale).astype(np.float32)])
+        assert expected_sqnr_db(hist, qp) == pytest.approx(measured, abs=0.3)
 
 
 # --- calibration data errors -----------------------------------------------------------------------------
@@ -215,14 +228,16 @@ def test_quantize_contract_on_generated_graphs() -> None:
     check_pass("quantize")
 
 
-def test_cli_quantizes_with_a_calibration_file_and_writes_a_report(tmp_path) -> None:
+@pytest.mark.parametrize("options", ["", "{sensitivity=always}"])
+def test_cli_quantizes_with_a_calibration_file_and_writes_a_report(options: str, tmp_path) -> None:
     np.savez(tmp_path / "cal.npz", x=RNG.standard_normal((4, 1, 3, 32, 32)).astype(np.float32).reshape(4, 3, 32, 32))
     out = tmp_path / "m.int8.onnx"
     assert main(["opt", "tests.test_quantize:SmallNet", "--input-shape", "1x3x32x32", "-p",
-                 "fuse-activation,quantize{sensitivity=always}", "--calibration", str(tmp_path / "cal.npz"),
+                 f"fuse-activation,quantize{options}", "--calibration", str(tmp_path / "cal.npz"),
                  "-o", str(out)]) == 0
     report = (tmp_path / "m.int8.report.md").read_text()
-    assert "unfused Q/DQ pairs: 0" in report and "## Sensitivity" in report
+    assert "unfused Q/DQ pairs: 0" in report and report.count("| `stem` | conv2d |") == 1 + bool(options)
+    assert ("## Sensitivity" in report) == bool(options)
     assert (tmp_path / "m.int8.report.png").stat().st_size > 1000
     assert ort_run(str(out), np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 10)
 

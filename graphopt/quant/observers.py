@@ -147,3 +147,13 @@ def symmetric_scales(weight: np.ndarray, axis: int | None, bound: int = 127) -> 
     amax = w.max() if axis is None else w.max(axis=tuple(d for d in range(w.ndim) if d != axis % w.ndim))
     scales = np.asarray(amax, dtype=np.float32) / np.float32(bound)
     return np.where(scales > 0, scales, np.float32(1.0)).astype(np.float32)
+
+
+def expected_sqnr_db(hist: Histogram, qp: QParams) -> float:
+    """The SQNR (dB) quantizing the histogram's values with `qp` would have: rounding inside the
+    representable range, clipping outside it."""
+    info = np.iinfo(qp.dtype.numpy)
+    lo, hi = (info.min - qp.zero_point) * qp.scale, (info.max - qp.zero_point) * qp.scale
+    noise = _mse(hist, lo, hi, info.max - info.min + 1)
+    signal = float(np.dot(hist.counts, hist.centers ** 2))
+    return float("inf") if noise == 0 else 10 * float(np.log10(max(signal, 1e-30) / noise))

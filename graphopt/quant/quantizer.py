@@ -106,6 +106,17 @@ def _channel_axis(layer: Node) -> int:
     return layer.operands[1].type.rank - 1 if layer.op == "matmul" else 0
 
 
+def int8_weight(layer: Node, per_channel: bool, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """The layer's weight in symmetric int8 (|q| <= bound) and its scales, shaped to broadcast
+    against it (per output channel, or one); the weight must hold data."""
+    data = layer.operands[1].data
+    assert data is not None
+    axis = _channel_axis(layer)
+    scales = symmetric_scales(data, axis if per_channel else None, bound)
+    view = scales.reshape([-1 if d == axis else 1 for d in range(data.ndim)]) if per_channel else scales
+    return quantize(data, view, 0, DType.int8, -bound, bound), view
+
+
 def _quantize_weight(graph: Graph, layer: Node, per_channel: bool, bound: int,
                      done: dict[int, tuple[Value, np.ndarray]]) -> np.ndarray:
     """Replace the weight operand with DQ(int8 weight); a weight shared by layers is quantized once.
@@ -117,10 +128,8 @@ def _quantize_weight(graph: Graph, layer: Node, per_channel: bool, bound: int,
         data = weight.data
         if data is None:
             raise GraphoptError(f"{layer.where}: weight %{weight.name} has no data to quantize")
-        scales = symmetric_scales(data, axis if per_channel else None, bound)
-        view = scales.reshape([-1 if d == axis else 1 for d in range(data.ndim)]) if per_channel else scales
-        q = quantize(data, view, 0, DType.int8, -bound, bound)
-        done[id(weight)] = (graph.add_parameter(q, f"{weight.name}.int8"), scales)
+        q, view = int8_weight(layer, per_channel, bound)
+        done[id(weight)] = (graph.add_parameter(q, f"{weight.name}.int8"), view.reshape(-1) if per_channel else view)
     q_param, scales = done[id(weight)]
     if per_channel:
         s = graph.add_parameter(scales, f"{weight.name}.scale")

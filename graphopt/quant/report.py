@@ -1,11 +1,14 @@
 """The quantization report: what became int8, what stayed float and why, size before and after,
 the output error on the calibration samples, ONNX Runtime's fusion check, and a plot of every
-layer's sensitivity against the budget."""
+layer's own rounding error (weight and input SQNR) and, when measured, its sensitivity against
+the budget."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from graphopt.analysis import graph_cost
 from graphopt.fileio import atomic_write
@@ -34,12 +37,20 @@ def write_report(path: Path, *, model: str, weight_bytes: int, after: Graph, sum
     if summary.float:
         lines += ["", "## Layers kept in float", "", "| layer | reason |", "|---|---|"]
         lines += [f"| `{name}` | {why} |" for name, why in summary.float.items()]
-    if summary.sensitivity:
+    if summary.errors or summary.sensitivity:
         plot = path.with_suffix(".png")
         _plot(plot, summary)
+        lines += ["", f"![per-layer error]({plot.name})"]
+    if summary.errors:
+        lines += ["", "## Each int8 layer's own rounding error (no model runs; lower dB is coarser)", "",
+                  "| layer | op | weight SQNR dB | input SQNR dB (expected, calibration histogram) |",
+                  "|---|---|---:|---:|"]
+        lines += [f"| `{e.layer}` | {e.op} | {e.weight_db:.1f} | {_db(e.input_db).removesuffix(' dB')} |"
+                  for e in summary.errors]
+    if summary.sensitivity:
         ranked = sorted(summary.sensitivity, key=lambda s: s.sqnr_db)
         lines += ["", "## Sensitivity (output SQNR with only this layer in int8; lower is more sensitive)", "",
-                  f"![sensitivity]({plot.name})", "", "| layer | op | SQNR dB | kept |", "|---|---|---:|---|"]
+                  "| layer | op | SQNR dB | kept |", "|---|---|---:|---|"]
         lines += [f"| `{s.layer}` | {s.op} | {s.sqnr_db:.1f} | {'float' if s.layer in summary.float else 'int8'} |"
                   for s in ranked]
     text = "\n".join(lines) + "\n"
@@ -48,20 +59,35 @@ def write_report(path: Path, *, model: str, weight_bytes: int, after: Graph, sum
 
 
 def _plot(path: Path, summary: Any) -> None:
+    """One panel of each int8 layer's weight and input SQNR; a second of the measured sensitivity."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scores = summary.sensitivity
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.22 * len(scores)), 4.0))
-    colors = ["tab:orange" if s.layer in summary.float else "tab:blue" for s in scores]
-    ax.bar(range(len(scores)), [min(s.sqnr_db, 80.0) for s in scores], color=colors)
-    ax.axhline(summary.budget_db, color="tab:red", linestyle="--", label=f"budget {summary.budget_db:g} dB")
-    ax.set_xticks(range(len(scores)), [s.layer for s in scores], rotation=90, fontsize=6)
-    ax.set_ylabel("output SQNR, only this layer int8 (dB)")
-    ax.set_title("Layer sensitivity (orange: kept in float)")
-    ax.legend()
+    panels = [p for p in (summary.errors, summary.sensitivity) if p]
+    width = max(6.0, 0.22 * max(len(p) for p in panels))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(width, 4.0 * len(panels)), squeeze=False)
+    if summary.errors:
+        ax, x = axes[0][0], np.arange(len(summary.errors))
+        ax.bar(x - 0.2, [min(e.weight_db, 80.0) for e in summary.errors], 0.4, label="weight")
+        inputs = [e.input_db for e in summary.errors]
+        if any(v is not None for v in inputs):
+            ax.bar(x + 0.2, [min(v, 80.0) if v is not None else 0.0 for v in inputs], 0.4, label="input")
+        ax.set_xticks(x, [e.layer for e in summary.errors], rotation=90, fontsize=6)
+        ax.set_ylabel("SQNR (dB)")
+        ax.set_title("Each int8 layer's own rounding error (lower is coarser)")
+        ax.legend(loc="lower right")
+    if summary.sensitivity:
+        scores = summary.sensitivity
+        ax = axes[-1][0]
+        colors = ["tab:orange" if s.layer in summary.float else "tab:blue" for s in scores]
+        ax.bar(range(len(scores)), [min(s.sqnr_db, 80.0) for s in scores], color=colors)
+        ax.axhline(summary.budget_db, color="tab:red", linestyle="--", label=f"budget {summary.budget_db:g} dB")
+        ax.set_xticks(range(len(scores)), [s.layer for s in scores], rotation=90, fontsize=6)
+        ax.set_ylabel("output SQNR, only this layer int8 (dB)")
+        ax.set_title("Layer sensitivity (orange: kept in float)")
+        ax.legend()
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)

@@ -1,6 +1,8 @@
 """Sensitivity and mixed precision. A layer's sensitivity is the output SQNR (signal to
 quantization noise, dB, worst calibration sample) when only that layer is quantized; the mixed-
-precision search keeps the most sensitive layers in float until the whole model meets a budget."""
+precision search keeps the most sensitive layers in float until the whole model meets a budget.
+Each layer's own rounding error (its weight's and its input's SQNR) costs no model run and is
+always reported."""
 
 from __future__ import annotations
 
@@ -11,10 +13,12 @@ import numpy as np
 
 from graphopt.interp import Interpreter
 from graphopt.ir.graph import Graph
+from graphopt.ir.node import Node
 from graphopt.progress import progress
 from graphopt.quant.calibration import Statistics
+from graphopt.quant.observers import expected_sqnr_db
 from graphopt.quant.placement import Profile, plan
-from graphopt.quant.quantizer import Scheme, apply_plan
+from graphopt.quant.quantizer import Scheme, apply_plan, int8_weight
 
 
 def sqnr_db(reference: Sequence[np.ndarray], got: Sequence[np.ndarray]) -> float:
@@ -58,6 +62,32 @@ class Evaluator:
         nodes = list(self.graph)
         return [Sensitivity(nodes[i].loc or f"{nodes[i].op}#{i}", nodes[i].op, self.sqnr([i]))
                 for i in progress(layers, len(layers), "layer sensitivity")]
+
+
+@dataclass(frozen=True)
+class LayerError:
+    layer: str
+    op: str
+    weight_db: float  # SQNR of the int8 weight against the float one
+    input_db: float | None  # expected SQNR of the input's quantization (None: weight-only)
+
+
+def layer_errors(layers: Sequence[Node], scheme: Scheme, stats: Statistics | None) -> list[LayerError]:
+    """Every layer's weight SQNR and, from the calibration histogram, its input's expected SQNR
+    (rounding and clipping), before any of them is quantized."""
+    errors = []
+    for i, layer in enumerate(layers):
+        weight = layer.operands[1].data
+        if weight is None:
+            continue
+        q, scales = int8_weight(layer, scheme.weights == "per-channel", scheme.weight_max)
+        input_db = None
+        if stats is not None and not scheme.weight_only:
+            x = layer.operands[0]
+            input_db = expected_sqnr_db(stats.of(x), scheme.activation_qparams(stats, x))
+        errors.append(LayerError(layer.loc or f"{layer.op}#{i}", layer.op,
+                                 sqnr_db([weight], [q.astype(np.float32) * scales]), input_db))
+    return errors
 
 
 @dataclass
