@@ -234,7 +234,8 @@ def run_case(case: Case, repeats: int, tmp: Path) -> tuple[list[Row], str]:
     seconds = time.perf_counter() - start
     fusion = check_fusion(ours, summary.float)
     row = onnx_row("graphopt int8", ours, case, reference, repeats, seconds)
-    row.note = f"{len(summary.int8)} int8 / {len(summary.float)} float layers, {len(fusion.unfused)} unfused"
+    tables = f", {len(summary.tables)} int8 table(s)" if summary.tables else ""
+    row.note = f"{len(summary.int8)} int8 / {len(summary.float)} float layers{tables}, {len(fusion.unfused)} unfused"
     rows.append(row)
     return rows, fusion.markdown()
 

@@ -4,10 +4,11 @@ Weights become int8 (symmetric, per output channel by default) behind a dequanti
 int32 on the input-times-weight scale, and activations get a quantize/dequantize pair (uint8
 asymmetric by default) whose range a calibration observer picks from histograms. With
 `activations=none` it is weight-only (int8, or int4 per group for linear and matmul layers).
+Embedding tables are stored int8 per row; a lookup gathers int8 rows and scales only those back.
 
 Linear layers that read a layer norm's output are smoothed first (`smooth`, SmoothQuant's alpha;
-0 turns it off): an exact per-channel rescaling that moves outlier
-channels' range from the per-tensor activation scale into the per-channel weight scales.
+0 turns it off): an exact per-channel rescaling that moves outlier channels' range from the
+per-tensor activation scale into the per-channel weight scales.
 
 Mixed precision is the default: when the all-int8 model's output SQNR on the calibration samples is
 below `budget` dB, the layers whose quantization alone hurts the output most stay float until the
@@ -38,10 +39,11 @@ class QuantizeSummary:
     SQNR on the calibration samples before and after the mixed-precision fallback."""
 
     spec: str
-    int8: list[str]
+    int8: list[str]  # layers (lookup tables stored in int8 are in `tables`)
     float: dict[str, str]
     budget_db: float
     smoothed: list[str] = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)
     errors: list[LayerError] = field(default_factory=list)
     sqnr_all_int8: float | None = None
     sqnr: float | None = None
@@ -78,7 +80,7 @@ class Quantize(Pass):
         index = {id(n): i for i, n in enumerate(nodes)}
         layers = [index[id(n)] for n in candidate_layers(graph, target, self.skip)]
         summary = QuantizeSummary(self.spec(), [], {n.loc or n.op: "skip=" for n in nodes
-                                                    if n.op in target.layers and index[id(n)] not in layers},
+                                                    if n.op in target.layers | target.tables and index[id(n)] not in layers},
                                   self.budget)
         if not layers:
             return PassResult(False, details=summary)
@@ -112,7 +114,8 @@ class Quantize(Pass):
                     summary.float[name] = f"sensitivity: {scores.get(name, 0.0):.1f} dB alone"
                 layers = mixed.int8
         chosen = [nodes[i] for i in layers if ctx.allow(nodes[i])]
-        summary.int8 = [n.loc or n.op for n in chosen]
+        summary.int8 = [n.loc or n.op for n in chosen if n.op not in target.tables]
+        summary.tables = [n.loc or n.op for n in chosen if n.op in target.tables]
         if scheme.weight_bits == 8:
             summary.errors = layer_errors(chosen, scheme, stats)
         apply_plan(graph, plan(graph, chosen, target), scheme, stats)

@@ -199,6 +199,33 @@ def test_int8_activations_are_symmetric_except_relu_outputs_which_take_the_whole
     assert set(zero_points.values()) == {0, -128}
 
 
+class Lookup(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = torch.nn.Embedding(100, 32)
+        self.head = torch.nn.Linear(32, 8)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.nn.functional.layer_norm(self.emb(ids), (32,)))
+
+
+def test_embedding_tables_are_stored_int8_and_only_gathered_rows_are_scaled(tmp_path) -> None:
+    torch.manual_seed(4)
+    ids = [(RNG.integers(0, 100, (2, 12)),) for _ in range(4)]
+    graph = graphopt.from_torch(Lookup().eval(), (torch.from_numpy(ids[0][0]),))
+    result = graphopt.run_pipeline(graph, "quantize", calibration=ids)
+    assert result.records[-1].details.tables == ["emb"]
+    q = result.graph
+    tables = [p for p in q.parameters if p.shape == (100, 32)]
+    assert [p.dtype for p in tables] == [DType.int8]  # the float table is gone, and never dequantized whole
+    assert not any(n.op.startswith("dequantize") and n.operands[0] is tables[0] for n in q)
+    path = tmp_path / "lookup.onnx"
+    graphopt.to_onnx(q, path)
+    x = RNG.integers(0, 100, (2, 12))
+    np.testing.assert_allclose(ort_run(str(path), x), interpret(q, x)[0], atol=1e-5)
+    assert sqnr_db(interpret(graph, x), interpret(q, x)) > 25
+
+
 def test_skip_keeps_named_layers_and_op_kinds_float(small) -> None:
     graph, data = small
     result = graphopt.run_pipeline(graph, "quantize{skip=[head,conv2d]}", calibration=data)

@@ -23,7 +23,9 @@ class Profile:
     inputs with their own output scale; `passthrough` ops move int8 data unchanged (their output
     keeps the input's scale, so the runtime drops the Q/DQ around them); `activations` fold into
     the preceding op's output quantization; `output_quantized` layers need a quantized output to
-    fuse (a float-output int8 kernel exists for the others). `weight_max` bounds |int8 weights|."""
+    fuse (a float-output int8 kernel exists for the others). `tables` are lookups (embeddings) whose
+    table is stored int8 per row and gathered before its rows are scaled back: weight-only, their
+    outputs stay float. `weight_max` bounds |int8 weights| of the layers."""
 
     name: str
     layers: frozenset[str]
@@ -31,6 +33,7 @@ class Profile:
     passthrough: frozenset[str]
     activations: frozenset[str]
     output_quantized: frozenset[str]
+    tables: frozenset[str] = frozenset({"embedding"})
     weight_max: int = 127
 
 
@@ -60,10 +63,12 @@ def profile(name: str) -> Profile:
 
 @dataclass
 class Plan:
-    """The layers to quantize and the activation tensors that get a Q/DQ pair. `shares[v]` names the
-    tensor whose parameters v reuses (a passthrough output takes its input's)."""
+    """The layers to quantize, the lookup tables to store in int8, and the activation tensors that get a
+    Q/DQ pair. `shares[v]` names the tensor whose parameters v reuses (a passthrough output takes its
+    input's)."""
 
     layers: list[Node]
+    tables: list[Node] = field(default_factory=list)
     tensors: list[Value] = field(default_factory=list)
     shares: dict[int, Value] = field(default_factory=dict)
 
@@ -72,8 +77,13 @@ def candidate_layers(graph: Graph, target: Profile, skip: Iterable[str] = ()) ->
     """The layers `target` can run in int8, minus those `skip` names (an op kind, a layer name as
     the user knows it: torch module path or ONNX node name, or a prefix of one ending at a dot)."""
     skip = tuple(skip)
-    return [n for n in graph if n.op in target.layers and n.result.dtype in FLOAT
-            and all(o.dtype in FLOAT for o in n.operands) and not skipped(n, skip)]
+    def quantizable(n: Node) -> bool:
+        if n.op in target.tables:
+            table = n.operands[1]
+            return table.is_parameter and table.data is not None and table.dtype in FLOAT
+        return n.op in target.layers and n.result.dtype in FLOAT and all(o.dtype in FLOAT for o in n.operands)
+
+    return [n for n in graph if quantizable(n) and not skipped(n, skip)]
 
 
 def skipped(node: Node, skip: tuple[str, ...]) -> bool:
@@ -86,11 +96,12 @@ def activation_operands(node: Node) -> list[Value]:
 
 
 def plan(graph: Graph, layers: Iterable[Node], target: Profile) -> Plan:
+    layers = list(layers)
     chosen = {id(n) for n in layers}
     nodes = list(graph)
     # Forward: an int8 op or passthrough qualifies when every activation input comes from int8 work;
     # an activation that is the only reader of int8 work is fused into it (its Q goes after it).
-    int8: set[int] = set(chosen)
+    int8: set[int] = {id(n) for n in layers if n.op not in target.tables}  # tables' outputs stay float
     fused: set[int] = set()
     for n in nodes:
         ins = activation_operands(n)
@@ -105,7 +116,8 @@ def plan(graph: Graph, layers: Iterable[Node], target: Profile) -> Plan:
         if id(n) in int8 and id(n) not in chosen and not any(
                 id(u) in int8 for u in _activated_output(n, target).users):
             int8.discard(id(n))
-    result = Plan([n for n in nodes if id(n) in chosen])
+    result = Plan([n for n in nodes if id(n) in int8 & chosen],
+                  [n for n in nodes if id(n) in chosen and n.op in target.tables])
     seen: set[int] = set()
 
     def add(v: Value) -> None:

@@ -82,6 +82,8 @@ def apply_plan(graph: Graph, plan: Plan, scheme: Scheme, stats: Statistics | Non
         scales = _quantize_weight(graph, layer, scheme.weights == "per-channel", scheme.weight_max, quantized)
         if len(layer.operands) == 3 and input_scale is not None and layer.operands[2].is_parameter:
             _quantize_bias(graph, layer, input_scale * scales)
+    for table in plan.tables:
+        _quantize_table(graph, table)
     for v in plan.tensors:
         if id(v) in params:
             _insert_qdq(graph, v, params[id(v)])
@@ -153,6 +155,26 @@ def _quantize_bias(graph: Graph, layer: Node, scales: np.ndarray) -> None:
     z = graph.add_parameter(np.zeros(q.shape, np.int32), f"{bias.name}.zero_point")
     dq = graph.create("dequantize_per_channel", [qb, s, z], {"axis": 0}, loc=layer.loc, before=layer)
     _replace_operand(graph, layer, 2, dq.result)
+
+
+def _quantize_table(graph: Graph, lookup: Node) -> None:
+    """A lookup table in int8 with one scale per row: the lookup gathers int8 rows and their scales,
+    and only the gathered rows are scaled back to float (the table is never dequantized whole)."""
+    indices, table = lookup.operands
+    q, scales = int8_weight(lookup, per_channel=True, bound=127)
+    loc, dtype = lookup.loc, lookup.result.dtype
+    rows = graph.create(lookup.op, [indices, graph.add_parameter(q, f"{table.name}.int8")], loc=loc, before=lookup)
+    row_scales = graph.create(lookup.op, [indices, graph.add_parameter(scales, f"{table.name}.scale")], loc=loc,
+                              before=lookup)
+    as_float = graph.create("to", [rows.result], {"dtype": dtype}, loc=loc, before=lookup)
+    scaled = graph.create("mul", [as_float.result, row_scales.result], loc=loc, before=lookup)
+    for node, index in list(lookup.result.uses):
+        node.set_operand(index, scaled.result)
+    if lookup.result.is_graph_output:
+        graph.outputs = [scaled.result if o is lookup.result else o for o in graph.outputs]
+    graph.erase(lookup)
+    if not table.is_used and not table.is_graph_output:
+        graph.remove_parameters(table)
 
 
 def _quantize_weight_grouped(graph: Graph, layer: Node, group: int) -> None:

@@ -29,6 +29,7 @@ def write_report(path: Path, *, model: str, weight_bytes: int, after: Graph, sum
              f"- weights: {size_before / 1e6:.2f} MB -> {size_after / 1e6:.2f} MB "
              f"({size_before / max(size_after, 1):.2f}x smaller)",
              f"- layers in int8: {len(summary.int8)}; kept in float: {len(summary.float)}; "
+             f"lookup tables stored in int8 (gathered, then scaled): {len(summary.tables)}; "
              f"inputs smoothed (layer-norm outlier channels moved into the weights): {len(summary.smoothed)}",
              f"- output SQNR on the calibration samples (worst sample): all layers int8 "
              f"{_db(summary.sqnr_all_int8)}, final {_db(summary.sqnr)} (budget {summary.budget_db:g} dB)"]

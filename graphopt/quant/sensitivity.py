@@ -82,8 +82,8 @@ def layer_errors(layers: Sequence[Node], scheme: Scheme, stats: Statistics | Non
             continue
         q, scales = int8_weight(layer, scheme.weights == "per-channel", scheme.weight_max)
         input_db = None
-        if stats is not None and not scheme.weight_only:
-            x = layer.operands[0]
+        x = layer.operands[0]
+        if stats is not None and not scheme.weight_only and x.dtype.is_float:
             input_db = expected_sqnr_db(stats.of(x), scheme.activation_qparams(stats, x))
         errors.append(LayerError(layer.loc or f"{layer.op}#{i}", layer.op,
                                  sqnr_db([weight], [q.astype(np.float32) * scales]), input_db))
