@@ -28,7 +28,7 @@ from graphopt.ops.quant import DEQUANTIZE_OPS
 from graphopt.pipeline import Contract, Pass, PassContext, PassResult, register_pass
 from graphopt.quant.calibration import Calibration
 from graphopt.quant.placement import candidate_layers, plan, profile
-from graphopt.quant.quantizer import Scheme, apply_plan
+from graphopt.quant.quantizer import Scheme, SchemeOptions, apply_plan
 from graphopt.quant.sensitivity import Evaluator, LayerError, Sensitivity, layer_errors, mixed_precision
 from graphopt.quant.smoothing import smooth
 
@@ -52,17 +52,11 @@ class QuantizeSummary:
 
 @register_pass
 @dataclass(frozen=True)
-class Quantize(Pass):
+class Quantize(Pass, SchemeOptions):
     """Calibrated int8 QDQ quantization with sensitivity-driven mixed precision."""
 
     name = "quantize"
     contract = Contract("bounded")
-    weights: str = "per-channel"
-    activations: str = "uint8"
-    calib: str = "percentile"
-    percentile: float = 99.999
-    weight_bits: int = 8
-    group_size: int = 64
     skip: tuple[str, ...] = ()
     target: str = "ort-cpu"
     budget: float = 20.0
@@ -72,8 +66,7 @@ class Quantize(Pass):
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         target = profile(self.target)
-        scheme = Scheme(self.weights, self.activations, self.calib, self.percentile, self.weight_bits,
-                        self.group_size, target.weight_max)
+        scheme = Scheme.of(self, target.weight_max)
         nodes = list(graph)
         if any(n.op in DEQUANTIZE_OPS for n in nodes):  # quantized before: its choices stand
             return PassResult(False, details=QuantizeSummary(self.spec(), [], {}, self.budget))

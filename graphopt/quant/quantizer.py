@@ -4,6 +4,7 @@ weight-only), and int32 biases on the input-times-weight scale, the layout int8 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,17 +23,29 @@ ACTIVATION_DTYPES = {"uint8": DType.uint8, "int8": DType.int8}
 
 
 @dataclass(frozen=True)
-class Scheme:
-    """How to quantize: `weights` per-channel or per-tensor; `activations` uint8 (asymmetric), int8
-    (symmetric) or none (weight-only); `weight_bits` 8, or 4 with `group_size` (weight-only)."""
+class SchemeOptions:
+    """How to quantize, as the user says it (the quantize pass takes these as its options):
+    `weights` per-channel or per-tensor; `activations` uint8 (asymmetric), int8 (symmetric) or none
+    (weight-only); `calib` the range observer; `weight_bits` 8, or 4 with `group_size` (weight-only)."""
 
     weights: str = "per-channel"
     activations: str = "uint8"
-    method: str = "percentile"
+    calib: str = "percentile"
     percentile: float = 99.999
     weight_bits: int = 8
     group_size: int = 64
+
+
+@dataclass(frozen=True)
+class Scheme(SchemeOptions):
+    """The options, checked, with the target profile's weight bound."""
+
     weight_max: int = 127  # |int8 weight| bound (the target profile's; 64 keeps x86 int16 pairs exact)
+
+    @classmethod
+    def of(cls, options: SchemeOptions, weight_max: int) -> Scheme:
+        return cls(**{f.name: getattr(options, f.name) for f in dataclasses.fields(SchemeOptions)},
+                   weight_max=weight_max)
 
     def __post_init__(self) -> None:
         if self.weights not in ("per-channel", "per-tensor"):
@@ -51,7 +64,7 @@ class Scheme:
     def activation_qparams(self, stats: Statistics, value: Value) -> QParams:
         dtype = ACTIVATION_DTYPES[self.activations]
         levels = 255 if dtype is DType.uint8 else 254
-        lo, hi = observe_range(stats.of(value), self.method, levels, self.percentile)
+        lo, hi = observe_range(stats.of(value), self.calib, levels, self.percentile)
         return affine_qparams(lo, hi, dtype, symmetric=dtype is DType.int8)
 
 
