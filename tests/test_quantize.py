@@ -73,6 +73,20 @@ def test_streaming_histogram_matches_one_shot() -> None:
     assert streamed.quantile(0.5) == pytest.approx(np.median(whole), abs=0.1)
 
 
+def test_observed_ranges_are_kept_until_the_histogram_changes(monkeypatch) -> None:
+    from graphopt.quant import observers
+
+    rng = np.random.default_rng(5)  # its own draws: the module RNG feeds the tests after this one
+    hist = Histogram()
+    hist.add(rng.standard_t(2, 100_000).astype(np.float32))
+    first = observe_range(hist, "entropy", 255)
+    monkeypatch.setattr(observers, "_kl", None)  # searching again would fail
+    assert observe_range(hist, "entropy", 255) == first
+    monkeypatch.undo()
+    hist.add(rng.standard_normal(100_000).astype(np.float32) * 100)
+    assert observe_range(hist, "entropy", 255) != first
+
+
 def fake_quant_error(x: np.ndarray, lo: float, hi: float) -> float:
     step = (hi - lo) / 255
     return float(np.mean((x - (np.clip(np.rint((x - lo) / step), 0, 255) * step + lo)) ** 2))

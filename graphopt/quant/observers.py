@@ -26,6 +26,9 @@ class Histogram:
         self.counts = np.zeros(bins, dtype=np.float64)
         self.lo = self.hi = 0.0
         self.min, self.max = np.inf, -np.inf
+        # observe_range's answers, kept until the next add: mixed precision re-plans the model once
+        # per layer, and the entropy search costs a third of a second a tensor
+        self.ranges: dict[tuple[str, int, float], tuple[float, float]] = {}
 
     @property
     def empty(self) -> bool:
@@ -44,6 +47,7 @@ class Histogram:
         x = np.asarray(x, dtype=np.float32).ravel()
         if x.size == 0:
             return
+        self.ranges.clear()
         lo, hi = float(x.min()), float(x.max())
         self.min, self.max = min(self.min, lo), max(self.max, hi)
         if self.counts.sum() == 0:
@@ -66,7 +70,15 @@ class Histogram:
 
 
 def observe_range(hist: Histogram, method: str, levels: int, percentile: float = 99.999) -> tuple[float, float]:
-    """The (lo, hi) clipping range `method` picks for `levels` quantization steps."""
+    """The (lo, hi) clipping range `method` picks for `levels` quantization steps (computed once per
+    histogram state)."""
+    key = (method, levels, percentile)
+    if key not in hist.ranges:
+        hist.ranges[key] = _observe_range(hist, method, levels, percentile)
+    return hist.ranges[key]
+
+
+def _observe_range(hist: Histogram, method: str, levels: int, percentile: float) -> tuple[float, float]:
     if hist.empty:
         raise GraphoptError("no calibration values were observed for this tensor")
     if method == "minmax":
