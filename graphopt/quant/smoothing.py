@@ -56,20 +56,22 @@ def smooth(graph: Graph, layers: Sequence[Node], channel_absmax: Callable[[Value
            alpha: float) -> list[Node]:
     """Smooth the layer-norm-fed inputs of the linear / matmul-by-parameter `layers` in place, from
     the calibrated per-channel maxima of their inputs. Returns the layers whose input was rescaled."""
-    groups: dict[int, list[Node]] = {}
+    groups: dict[int, list[tuple[Node, np.ndarray]]] = {}  # by input: the layers and their column maxima
     for layer in layers:
         x = layer.operands[0]
-        from_norm = x.producer is not None and x.producer.op == "layer_norm"
-        if from_norm and layer.op in ("linear", "matmul") and _input_columns(layer) is not None:
-            groups.setdefault(id(x), []).append(layer)
-    smoothed: list[Node] = []
-    for group in groups.values():
-        x = group[0].operands[0]
-        columns = [_input_columns(layer) for layer in group]
-        a = channel_absmax(x)
-        if a is None or any(c is None or c.shape != a.shape for c in columns):
+        if x.producer is None or x.producer.op != "layer_norm" or layer.op not in ("linear", "matmul"):
             continue
-        s = smoothing_scales(a, np.max(columns, axis=0), alpha)
+        columns = _input_columns(layer)
+        if columns is not None:
+            groups.setdefault(id(x), []).append((layer, columns))
+    smoothed: list[Node] = []
+    for members in groups.values():
+        group = [layer for layer, _ in members]
+        x = group[0].operands[0]
+        a = channel_absmax(x)
+        if a is None or any(columns.shape != a.shape for _, columns in members):
+            continue
+        s = smoothing_scales(a, np.max([columns for _, columns in members], axis=0), alpha)
         if np.allclose(s, 1.0, rtol=1e-3):
             continue
         norm = x.producer
