@@ -181,10 +181,7 @@ def _quantize_table(graph: Graph, lookup: Node) -> None:
                               before=lookup)
     as_float = graph.create("to", [rows.result], {"dtype": dtype}, loc=loc, before=lookup)
     scaled = graph.create("mul", [as_float.result, row_scales.result], loc=loc, before=lookup)
-    for node, index in list(lookup.result.uses):
-        node.set_operand(index, scaled.result)
-    if lookup.result.is_graph_output:
-        graph.outputs = [scaled.result if o is lookup.result else o for o in graph.outputs]
+    lookup.result.replace_all_uses_with(scaled.result)
     graph.erase(lookup)
     if not table.is_used and not table.is_graph_output:
         graph.remove_parameters(table)
