@@ -153,7 +153,7 @@ def _quantize_weight(graph: Graph, layer: Node, per_channel: bool, bound: int,
     else:
         dq = graph.create("dequantize_per_tensor", [q_param], {"scale": float(scales), "zero_point": 0},
                           loc=layer.loc, before=layer)
-    _replace_operand(graph, layer, 1, dq.result)
+    replace_operand(graph, layer, 1, dq.result)
     return np.broadcast_to(scales, (channels,)).astype(np.float32)
 
 
@@ -167,7 +167,7 @@ def _quantize_bias(graph: Graph, layer: Node, scales: np.ndarray) -> None:
     s = graph.add_parameter(scales, f"{bias.name}.scale")
     z = graph.add_parameter(np.zeros(q.shape, np.int32), f"{bias.name}.zero_point")
     dq = graph.create("dequantize_per_channel", [qb, s, z], {"axis": 0}, loc=layer.loc, before=layer)
-    _replace_operand(graph, layer, 2, dq.result)
+    replace_operand(graph, layer, 2, dq.result)
 
 
 def _quantize_table(graph: Graph, lookup: Node) -> None:
@@ -207,10 +207,11 @@ def _quantize_weight_grouped(graph: Graph, layer: Node, group: int) -> None:
     w = graph.create("reshape", [dq.result], {"shape": rows.shape}, loc=layer.loc, before=layer)
     if layer.op == "matmul":
         w = graph.create("permute", [w.result], {"dims": (1, 0)}, loc=layer.loc, before=layer)
-    _replace_operand(graph, layer, 1, w.result)
+    replace_operand(graph, layer, 1, w.result)
 
 
-def _replace_operand(graph: Graph, layer: Node, index: int, value: Value) -> None:
+def replace_operand(graph: Graph, layer: Node, index: int, value: Value) -> None:
+    """Point the layer's operand at `value`, dropping the old parameter when nothing else reads it."""
     old = layer.operands[index]
     layer.set_operand(index, value)
     if not old.is_used and not old.is_graph_output:

@@ -21,6 +21,7 @@ import numpy as np
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node
 from graphopt.ir.value import Value
+from graphopt.quant.quantizer import replace_operand
 
 # s is clipped to this range so a dead channel or a zero weight column never scales by 0 or inf.
 SCALE_LIMITS = (1e-4, 1e4)
@@ -47,9 +48,7 @@ def _scale_weight(graph: Graph, layer: Node, s: np.ndarray) -> None:
     weight = layer.operands[1]
     assert weight.data is not None
     data = weight.data * (s[None, :] if layer.op == "linear" else s[:, None]).astype(weight.data.dtype)
-    layer.set_operand(1, graph.add_parameter(data, f"{weight.name}.smoothed"))
-    if not weight.is_used and not weight.is_graph_output:
-        graph.remove_parameters(weight)
+    replace_operand(graph, layer, 1, graph.add_parameter(data, f"{weight.name}.smoothed"))
 
 
 def smooth(graph: Graph, layers: Sequence[Node], channel_absmax: Callable[[Value], np.ndarray | None],
