@@ -4,15 +4,31 @@ Errors on bad input print one line naming the problem, never a traceback."""
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
+import tempfile
+import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from graphopt.errors import GraphoptError
+from graphopt.errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    FileError,
+    GraphoptError,
+    InternalError,
+    UsageError,
+)
 from graphopt.ir.graph import Graph
 
 MODEL_FORMATS = "an .onnx file, a text-IR file (.gir), or a torch factory 'package.module:factory'"
 OUTPUT_FORMATS = ".onnx or .gir"
+
+
+INPUT_DTYPES = ("float32", "float16", "float64", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")
+MAX_EXAMPLE_ELEMENTS = 1 << 28  # an example input for tracing: 1 GiB of float32 is already far more than needed
 
 
 def parse_input_shapes(text: str) -> list[tuple[list[int], str]]:
@@ -21,9 +37,17 @@ def parse_input_shapes(text: str) -> list[tuple[list[int], str]]:
     for item in text.split(","):
         dims, _, dtype = item.strip().partition(":")
         try:
-            shapes.append(([int(d) for d in dims.split("x")], dtype or "float32"))
+            shape = [int(d) for d in dims.split("x")]
         except ValueError:
-            raise GraphoptError(f"bad --input-shape {item!r}; write sizes joined by x, e.g. 1x3x224x224") from None
+            raise UsageError(f"bad --input-shape {item!r}; write sizes joined by x, e.g. 1x3x224x224") from None
+        if any(d < 1 for d in shape):
+            raise UsageError(f"bad --input-shape {item!r}: every size must be 1 or more")
+        if math.prod(shape) > MAX_EXAMPLE_ELEMENTS:
+            raise UsageError(f"--input-shape {item!r} has {math.prod(shape):,} elements; tracing needs only a "
+                             f"representative example (at most {MAX_EXAMPLE_ELEMENTS:,} elements)")
+        if dtype and dtype not in INPUT_DTYPES:
+            raise UsageError(f"bad --input-shape {item!r}: dtype {dtype!r} is not one of {', '.join(INPUT_DTYPES)}")
+        shapes.append((shape, dtype or "float32"))
     return shapes
 
 
@@ -33,20 +57,27 @@ def load_torch_factory(spec: str, input_shape: str | None, dynamic_batch: bool) 
     module_name, _, attr = spec.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise GraphoptError(f"cannot import factory {spec!r}: {type(e).__name__}: {e}") from None
+    except (ImportError, AttributeError, ValueError) as e:
+        raise UsageError(f"cannot import factory {spec!r}: {type(e).__name__}: {e}") from None
+    if not callable(factory):
+        raise UsageError(f"{spec} is a {type(factory).__name__}, not a factory: name a function or class that "
+                         "returns a torch.nn.Module")
     if input_shape is None:
-        raise GraphoptError(f"{spec} is a torch model: give its input with --input-shape, e.g. 1x3x224x224")
+        raise UsageError(f"{spec} is a torch model: give its input with --input-shape, e.g. 1x3x224x224")
+    shapes = parse_input_shapes(input_shape)
     import torch
 
     from graphopt.frontends.torch import from_torch
 
-    model = factory()
+    try:
+        model = factory()
+    except Exception as e:
+        raise GraphoptError(f"{spec}() raised {type(e).__name__}: {e}") from None
     if not isinstance(model, torch.nn.Module):
         raise GraphoptError(f"{spec}() returned {type(model).__name__}, not a torch.nn.Module")
     generator = torch.Generator().manual_seed(0)
-    inputs = [torch.randn(shape, generator=generator) if dtype.startswith("float") else
-              torch.ones(shape, dtype=getattr(torch, dtype)) for shape, dtype in parse_input_shapes(input_shape)]
+    inputs = [torch.randn(shape, generator=generator, dtype=getattr(torch, dtype)) if dtype.startswith(("float", "bfloat"))
+              else torch.ones(shape, dtype=getattr(torch, dtype)) for shape, dtype in shapes]
     return from_torch(model, inputs, dynamic_batch=dynamic_batch, name=attr)
 
 
@@ -56,7 +87,9 @@ def load_model(spec: str, input_shape: str | None = None, dynamic_batch: bool = 
     path = Path(spec)
     if path.suffix in (".gir", ".onnx"):
         if not path.exists():
-            raise GraphoptError(f"model file {spec} does not exist")
+            raise FileError(f"model file {spec} does not exist")
+        if path.is_dir():
+            raise FileError(f"model {spec} is a folder, not a file")
         if path.suffix == ".gir":
             return load(path)
         from graphopt.frontends.onnx import from_onnx
@@ -64,7 +97,7 @@ def load_model(spec: str, input_shape: str | None = None, dynamic_batch: bool = 
         return from_onnx(path)
     if ":" in spec and not path.exists():
         return load_torch_factory(spec, input_shape, dynamic_batch)
-    raise GraphoptError(f"cannot read model {spec!r}: graphopt reads {MODEL_FORMATS}")
+    raise UsageError(f"cannot read model {spec!r}: graphopt reads {MODEL_FORMATS}")
 
 
 def write_model(graph: Graph, out: Path) -> None:
@@ -91,16 +124,21 @@ def cmd_show(args: argparse.Namespace) -> None:
 
 def cmd_opt(args: argparse.Namespace) -> None:
     from graphopt.analysis import graph_cost
-    from graphopt.fileio import refuse_overwrite
-    from graphopt.ir.serialize import weights_path
     from graphopt.pipeline import DumpToFolder, PrintAfter, Timing, run_pipeline
+    from graphopt.pipeline.spec import parse_pipeline
 
     out = Path(args.output)
     if out.suffix not in (".gir", ".onnx"):
-        raise GraphoptError(f"cannot write {out}: graphopt writes {OUTPUT_FORMATS}")
-    refuse_overwrite(out, args.model)
-    refuse_overwrite(weights_path(out), weights_path(args.model))
-    refuse_overwrite(Path(str(out) + ".data"), Path(str(args.model) + ".data"))
+        raise UsageError(f"cannot write {out}: graphopt writes {OUTPUT_FORMATS}")
+    passes = parse_pipeline(args.pipeline)  # bad options fail before any file is read
+    unknown = sorted(set(args.print_after or ()) - {p.name for p in passes})
+    if unknown:
+        raise UsageError(f"--print-after {', '.join(unknown)}: no such pass in the pipeline "
+                         f"({', '.join(p.name for p in passes) or 'empty'})")
+    report = Path(args.report) if args.report else out.with_suffix(".report.md")
+    check_paths(reads=model_reads(args.model) + calibration_reads(args.calibration),
+                writes=[*model_writes(out), report, report.with_suffix(".png")],
+                folders=[Path(args.dump)] if args.dump else [])
     graph = load_model(args.model, args.input_shape, args.dynamic_batch)
     options = {}
     if args.calibration:
@@ -114,8 +152,7 @@ def cmd_opt(args: argparse.Namespace) -> None:
         instruments.append(PrintAfter(*args.print_after))
     if args.dump:
         instruments.append(DumpToFolder(args.dump))
-    result = run_pipeline(graph, args.pipeline, verify=not args.no_verify, instruments=instruments, in_place=True,
-                          **options)
+    result = run_pipeline(graph, passes, verify=not args.no_verify, instruments=instruments, in_place=True, **options)
     write_model(result.graph, out)
     print(result.report())
     print(f"wrote {out}")
@@ -128,10 +165,65 @@ def cmd_opt(args: argparse.Namespace) -> None:
             from graphopt.backends.ort_fusion import check_fusion
 
             fusion = check_fusion(out, summary.float)
-        report = write_report(Path(args.report or out.with_suffix(".report.md")), model=args.model,
-                              weight_bytes=weight_bytes, after=result.graph, summary=summary, fusion=fusion,
-                              samples=len(options["calibration"]) if "calibration" in options else 0)
-        print(f"wrote {report}")
+        written = write_report(report, model=args.model, weight_bytes=weight_bytes, after=result.graph, summary=summary,
+                               fusion=fusion, samples=len(options["calibration"]) if "calibration" in options else 0)
+        print(f"wrote {written}")
+
+
+def model_reads(spec: str) -> list[Path]:
+    """The files reading model `spec` opens: the model and its side weights or external data."""
+    path = Path(spec)
+    if path.suffix == ".gir":
+        from graphopt.ir.serialize import weights_path
+
+        return [path, weights_path(path)]
+    if path.suffix == ".onnx" and path.is_file():
+        from graphopt.frontends.onnx import external_data_files
+
+        return [path, *external_data_files(path)]
+    return [path] if path.exists() else []
+
+
+def model_writes(out: Path) -> list[Path]:
+    """The files writing `out` may create or replace (check_paths matches a .gir's weights by name)."""
+    return [out, Path(str(out) + ".data")] if out.suffix == ".onnx" else [out]
+
+
+def calibration_reads(spec: str | None) -> list[Path]:
+    if not spec:
+        return []
+    path = Path(spec)
+    return [path, *(p for p in path.iterdir() if p.suffix in (".npy", ".npz"))] if path.is_dir() else [path]
+
+
+def check_paths(*, reads: list[Path], writes: list[Path], folders: list[Path]) -> None:
+    """Before any work: no output may replace an input, a folder, or another output; no input may
+    sit in a folder that gets written (compared after resolving links)."""
+    from graphopt.ir.serialize import is_weights_file_of
+
+    resolved_reads = {r.resolve(): r for r in reads}
+    for w in writes + folders:
+        target = w.resolve()
+        if target in resolved_reads:
+            raise FileError(f"{w} would overwrite the input {resolved_reads[target]}; choose another output path")
+    for w in writes:
+        if w.is_dir():
+            raise FileError(f"output {w} is a folder; give a file path")
+        existing = next(a for a in w.absolute().parents if a.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK):
+            raise FileError(f"cannot write {w}: {existing} is {'a file' if not existing.is_dir() else 'not writable'}")
+        for r in resolved_reads:
+            if w.suffix == ".gir" and is_weights_file_of(w, r):
+                raise FileError(f"writing {w} would replace the input {resolved_reads[r]} (its weights file); "
+                                "choose another output path")
+    if len({w.resolve() for w in writes}) < len(writes):
+        raise FileError(f"two outputs would be the same file: {', '.join(map(str, writes))}")
+    for folder in folders:
+        if folder.exists() and not folder.is_dir():
+            raise FileError(f"--dump {folder} is a file; give a folder (it is created if missing)")
+        inside = [r for r in resolved_reads if folder.resolve() in r.parents]
+        if inside:
+            raise FileError(f"--dump {folder} holds the input {resolved_reads[inside[0]]}; dump into another folder")
 
 
 def cmd_passes(args: argparse.Namespace) -> None:
@@ -164,6 +256,7 @@ def add_torch_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graphopt", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (also GRAPHOPT_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
     show = sub.add_parser("show", help="print a model's IR and summary (ops, parameters, MACs)")
     show.add_argument("model", help=MODEL_FORMATS)
@@ -193,13 +286,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Every failure is one line on stderr and an exit code: usage 2, bad input 3,
+    unsupported model 4, internal error 70 (its traceback saved to a file), interrupted 130."""
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("GRAPHOPT_DEBUG") == "1"
     try:
         args.run(args)
-    except GraphoptError as e:
-        print(f"graphopt: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("graphopt: interrupted; no output was replaced", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        if debug:
+            traceback.print_exc()
+        if isinstance(e, GraphoptError) and not isinstance(e, InternalError):
+            print(f"graphopt: error: {e}", file=sys.stderr)
+            return e.exit_code
+        trace = save_trace()
+        what = str(e) if isinstance(e, InternalError) else f"{type(e).__name__}: {e}"
+        print(f"graphopt: internal error (a bug in graphopt, not in your input): {what.splitlines()[0] if what else ''}; "
+              f"the traceback is in {trace}; please report it", file=sys.stderr)
+        return EXIT_INTERNAL
     return 0
+
+
+def save_trace() -> str:
+    """Write the current exception's traceback to a new file in the temp folder; its path."""
+    fd, path = tempfile.mkstemp(prefix=f"graphopt-crash-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".txt")
+    with os.fdopen(fd, "w") as f:
+        f.write(f"graphopt {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
+    return path
 
 
 if __name__ == "__main__":

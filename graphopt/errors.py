@@ -1,11 +1,46 @@
 """Every error graphopt raises on bad input derives from GraphoptError, so callers can catch one type
-and the CLI can print one clear line instead of a traceback."""
+and the CLI can print one clear line instead of a traceback. Each class carries the CLI's exit code
+for its kind of failure: usage 2, bad input 3, unsupported model 4, internal error (a bug) 70."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+EXIT_USAGE = 2
+EXIT_BAD_INPUT = 3
+EXIT_UNSUPPORTED = 4
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+
 
 class GraphoptError(Exception):
-    """Base of graphopt's user-facing errors."""
+    """Base of graphopt's user-facing errors: input graphopt cannot use (exit code 3)."""
+
+    exit_code: ClassVar[int] = EXIT_BAD_INPUT
+
+
+class UsageError(GraphoptError, ValueError):
+    """A bad command-line argument or pass option; the message names it and its allowed values."""
+
+    exit_code = EXIT_USAGE
+
+
+class FileError(GraphoptError, OSError):
+    """A file or folder that cannot be read or written (missing, unreadable, a directory, an output
+    that would replace an input)."""
+
+
+class UnsupportedError(GraphoptError):
+    """A valid model that uses something graphopt does not handle (an op, control flow, a dynamic
+    shape); the message says what and how to get past it."""
+
+    exit_code = EXIT_UNSUPPORTED
+
+
+class InternalError(GraphoptError):
+    """A failure inside graphopt that no input should cause: a bug to report."""
+
+    exit_code = EXIT_INTERNAL
 
 
 class IRError(GraphoptError):
@@ -29,7 +64,18 @@ class InterpretError(GraphoptError):
 
 
 class PipelineError(GraphoptError):
-    """A malformed pipeline string, an unknown pass or option, or a pass that failed."""
+    """A pass that failed; its exit code is that of the error that stopped it."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code  # type: ignore[misc]
+
+
+class OptionError(PipelineError, UsageError):
+    """A malformed pipeline string, an unknown pass, or an option that is unknown or out of range."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, EXIT_USAGE)
 
 
 class VerifyError(GraphoptError):
@@ -39,3 +85,9 @@ class VerifyError(GraphoptError):
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"graph failed verification with {len(self.problems)} problem(s):\n{lines}")
+
+
+def located(error: GraphoptError, where: str) -> GraphoptError:
+    """`error` with `where` (a node, a file) put in front of its message; class and exit code kept."""
+    error.args = (f"{where}: {error}",)
+    return error

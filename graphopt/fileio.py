@@ -9,14 +9,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from graphopt.errors import GraphoptError
+from graphopt.errors import FileError, GraphoptError
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
     """Call `write` with a binary file object; the result replaces `path` only if it succeeds."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    if target.is_dir():
+        raise FileError(f"cannot write {target}: it is a folder; give a file path")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as e:
+        raise FileError(f"cannot write {target}: {e.strerror or e}; choose a writable folder") from None
     try:
         os.fchmod(fd, _new_file_mode())  # mkstemp's 0600 would make every output private
         with os.fdopen(fd, "wb") as f:
@@ -24,8 +29,10 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, GraphoptError):
+            raise FileError(f"cannot write {target}: {e.strerror or e}") from None
         raise
     return target
 
@@ -35,11 +42,3 @@ def _new_file_mode() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
-
-
-def refuse_overwrite(output: str | os.PathLike[str], *inputs: str | os.PathLike[str]) -> None:
-    """Raise when `output` would overwrite one of the user's input files."""
-    out = Path(output).resolve()
-    for item in inputs:
-        if Path(item).exists() and Path(item).resolve() == out:
-            raise GraphoptError(f"output {output} is the input file; choose another output path")

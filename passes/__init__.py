@@ -4,7 +4,6 @@ DeadCodeElimination). Importing this package registers them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from graphopt.passes import (  # noqa: F401  (registration)
     canonicalize,
@@ -18,6 +17,7 @@ from graphopt.passes import (  # noqa: F401  (registration)
 )
 
 from graphopt.pipeline import Contract, registered_passes
+from graphopt.pipeline.passes import OptionSpec
 
 
 @dataclass(frozen=True)
@@ -25,10 +25,10 @@ class PassInfo:
     name: str
     doc: str
     contract: Contract
-    options: dict[str, tuple[Any, Any]]  # option -> (type, default)
+    options: dict[str, OptionSpec]
 
     def __str__(self) -> str:
-        opts = ", ".join(f"{k}: {getattr(t, '__name__', t)} = {d!r}" for k, (t, d) in self.options.items())
+        opts = ", ".join(f"{k}: {spec.describe()}" for k, spec in self.options.items())
         return f"{self.name:<24} {self.doc}  [contract: {self.contract.semantics}]" + (
             f"\n{'':<24} options: {opts}" if opts else "")
 

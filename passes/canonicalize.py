@@ -13,7 +13,7 @@ from graphopt.passes.fold_constants import FoldConstants
 from graphopt.passes.remove_identity import RemoveIdentities
 
 from graphopt.ir.graph import Graph
-from graphopt.pipeline import Contract, Pass, PassContext, PassResult, register_pass
+from graphopt.pipeline import Contract, Pass, PassContext, PassResult, option, register_pass
 
 
 @register_pass
@@ -23,7 +23,7 @@ class Canonicalize(Pass):
 
     name = "canonicalize"
     contract = Contract("exact")
-    max_rounds: int = 10
+    max_rounds: int = option(10, low=1)
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         steps: list[Pass] = [RemoveIdentities(), FoldConstants(), CommonSubexpressionElimination(),

@@ -15,7 +15,7 @@ from graphopt.interp import Interpreter
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node
 from graphopt.ops.quant import DEQUANTIZE_OPS
-from graphopt.pipeline import Contract, Pass, PassContext, PassResult, register_pass
+from graphopt.pipeline import Contract, Pass, PassContext, PassResult, option, register_pass
 from graphopt.rewrite import Rewriter
 
 
@@ -26,7 +26,7 @@ class FoldConstants(Pass):
 
     name = "fold-constants"
     contract = Contract("exact")
-    max_elements: int = 1 << 22
+    max_elements: int = option(1 << 22, low=0)
 
     def foldable(self, node: Node) -> bool:
         return (node.op not in DEQUANTIZE_OPS and all(v.data is not None for v in node.operands)

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from graphopt.errors import GraphoptError
 from graphopt.ir.graph import Graph
 from graphopt.ops.quant import DEQUANTIZE_OPS
-from graphopt.pipeline import Contract, Pass, PassContext, PassResult, register_pass
+from graphopt.pipeline import Contract, Pass, PassContext, PassResult, option, register_pass
 from graphopt.quant.calibration import Calibration
-from graphopt.quant.placement import candidate_layers, plan, profile
+from graphopt.quant.placement import PROFILES, candidate_layers, plan, profile
 from graphopt.quant.quantizer import Scheme, SchemeOptions, apply_plan
 from graphopt.quant.sensitivity import Evaluator, LayerError, Sensitivity, layer_errors, mixed_precision
 from graphopt.quant.smoothing import smooth
@@ -58,11 +58,15 @@ class Quantize(Pass, SchemeOptions):
     name = "quantize"
     contract = Contract("bounded")
     skip: tuple[str, ...] = ()
-    target: str = "ort-cpu"
-    budget: float = 20.0
-    smooth: float = 0.5
-    samples: int = 16
-    sensitivity: str = "auto"  # auto: measured only when all-int8 misses the budget; always: for the report
+    target: str = option("ort-cpu", choices=tuple(PROFILES))
+    budget: float = option(20.0, low=0, high=120)  # dB; 0 turns mixed precision off
+    smooth: float = option(0.5, low=0, high=1)
+    samples: int = option(16, low=1)
+    sensitivity: str = option("auto", choices=("auto", "always"))  # always: measured for the report
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        Scheme.of(self, 127)  # options that only clash together (weight-bits=4 with activations) fail here
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         target = profile(self.target)

@@ -26,3 +26,8 @@ def sample_input(graph: go.Graph, batch: int = 2, seed: int = 0) -> list[np.ndar
     rng = np.random.default_rng(seed)
     return [rng.standard_normal([batch if isinstance(d, str) else d for d in v.shape]).astype(np.float32)
             for v in graph.inputs]
+
+
+def failing_factory() -> None:
+    """A model factory that raises, as a user's factory with a bug does."""
+    raise RuntimeError("checkpoint not found")

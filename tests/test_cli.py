@@ -60,22 +60,22 @@ def test_opt_writes_the_result_and_reports_each_pass(model: Path, capsys: pytest
 
 
 @pytest.mark.parametrize(
-    ("argv", "message"),
+    ("argv", "code", "message"),
     [
-        (["show", "missing.gir"], "model file missing.gir does not exist"),
-        (["show", "model.pt"], "cannot read model 'model.pt': graphopt reads an .onnx file"),
-        (["show", "torchvision.models:nope", "--input-shape", "1x3x8x8"], "cannot import factory"),
-        (["show", "torchvision.models:resnet18"], "give its input with --input-shape"),
-        (["opt", "{model}", "-p", "nope", "-o", "{dir}/o.gir"], "unknown pass 'nope'"),
-        (["opt", "{model}", "-p", "dce", "-o", "{model}"], "is the input file; choose another output path"),
-        (["opt", "{model}", "-p", "dce", "-o", "{dir}/o.pt"], "graphopt writes .onnx or .gir"),
+        (["show", "missing.gir"], 3, "model file missing.gir does not exist"),
+        (["show", "model.pt"], 2, "cannot read model 'model.pt': graphopt reads an .onnx file"),
+        (["show", "torchvision.models:nope", "--input-shape", "1x3x8x8"], 2, "cannot import factory"),
+        (["show", "torchvision.models:resnet18"], 2, "give its input with --input-shape"),
+        (["opt", "{model}", "-p", "nope", "-o", "{dir}/o.gir"], 2, "unknown pass 'nope'"),
+        (["opt", "{model}", "-p", "dce", "-o", "{model}"], 3, "would overwrite the input"),
+        (["opt", "{model}", "-p", "dce", "-o", "{dir}/o.pt"], 2, "graphopt writes .onnx or .gir"),
     ],
 )
-def test_bad_input_is_one_clear_line(model: Path, argv: list[str], message: str,
+def test_bad_input_is_one_clear_line(model: Path, argv: list[str], code: int, message: str,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     before = model.read_text()
     argv = [a.format(model=model, dir=model.parent) for a in argv]
-    assert main(argv) == 2
+    assert main(argv) == code
     err = capsys.readouterr().err
     assert err.startswith("graphopt: error: ") and message in err and "Traceback" not in err
     assert model.read_text() == before  # the input is never overwritten
@@ -84,7 +84,7 @@ def test_bad_input_is_one_clear_line(model: Path, argv: list[str], message: str,
 def test_malformed_model_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.gir"
     bad.write_text("graph g(%x: float32[2]) {\n  %y: float32[2] = relu(%x\n  return %y\n}\n")
-    assert main(["show", str(bad)]) == 2
+    assert main(["show", str(bad)]) == 3
     assert "line 3, col 3: expected ')'" in capsys.readouterr().err
 
 

@@ -17,10 +17,10 @@ import onnx
 from google.protobuf.message import EncodeError
 from onnx import helper, numpy_helper
 
-from graphopt.errors import GraphoptError, ShapeError
+from graphopt.errors import FileError, GraphoptError, InternalError, ShapeError, UnsupportedError, located
 from graphopt.ir.graph import Graph
 from graphopt.ir.types import Dim, DType, TensorType
-from graphopt.ir.value import Value
+from graphopt.ir.value import Value, check_finite
 
 Converter = Callable[["OnnxImporter", onnx.NodeProto], Sequence[Value | np.ndarray] | Value | np.ndarray]
 ONNX: dict[str, Converter] = {}
@@ -45,12 +45,37 @@ def load_model(source: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelPr
         return source
     path = Path(source)
     if not path.exists():
-        raise GraphoptError(f"ONNX file {path} does not exist")
+        raise FileError(f"ONNX file {path} does not exist")
     try:
         model = onnx.load(str(path), load_external_data=True)
     except Exception as e:
         raise GraphoptError(f"malformed or truncated ONNX file {path}: {type(e).__name__}: {e}") from None
     return model
+
+
+def external_data_files(path: str | os.PathLike[str]) -> list[Path]:
+    """The external-data files an .onnx file refers to (read without loading any tensor data)."""
+    from onnx.external_data_helper import uses_external_data
+
+    path = Path(path)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # a malformed file: from_onnx reports it when the work starts
+        return []
+    locations = {entry.value for t in model.graph.initializer if uses_external_data(t)
+                 for entry in t.external_data if entry.key == "location"}
+    return [path.parent / loc for loc in sorted(locations)]
+
+
+class Attributes(dict[str, Any]):
+    """A node's attributes; a missing required one is a clear error, not a KeyError."""
+
+    def __missing__(self, key: str) -> Any:
+        raise GraphoptError(f"required attribute {key!r} is missing")
+
+
+def _describe(array: np.ndarray) -> str:
+    return f"{array.dtype}{list(array.shape)}"
 
 
 class OnnxImporter:
@@ -68,8 +93,8 @@ class OnnxImporter:
     def loc(self) -> str:
         return self.node.name if self.node is not None else ""
 
-    def attrs(self, node: onnx.NodeProto) -> dict[str, Any]:
-        out = {}
+    def attrs(self, node: onnx.NodeProto) -> Attributes:
+        out = Attributes()
         for a in node.attribute:
             v = helper.get_attribute_value(a)
             out[a.name] = v.decode() if isinstance(v, bytes) else v
@@ -81,11 +106,53 @@ class OnnxImporter:
     def const(self, name: str) -> np.ndarray:
         """The value of an input that must be constant (shapes, axes, pads ...)."""
         if name not in self.consts:
-            raise GraphoptError(f"input {name!r} must be a constant (it is computed at run time)")
+            raise UnsupportedError(f"input {name!r} must be a constant (it is computed at run time)")
         return self.consts[name]
 
     def opt_const(self, node: onnx.NodeProto, index: int) -> np.ndarray | None:
         return self.const(node.input[index]) if self.has(node, index) else None
+
+    def ints(self, node: onnx.NodeProto, index: int, what: str, length: int | None = None) -> list[int] | None:
+        """A constant 1-D integer input (a shape, axes, pads); None when the optional input is absent."""
+        if not self.has(node, index):
+            return None
+        array = self.const(node.input[index])
+        if array.ndim != 1 or array.dtype.kind not in "iu":
+            raise GraphoptError(f"input {index} ({what}) must be a 1-D integer tensor, got {_describe(array)}")
+        if length is not None and array.size != length:
+            raise GraphoptError(f"input {index} ({what}) must hold {length} values, got {array.size}")
+        return [int(v) for v in array]
+
+    def number(self, node: onnx.NodeProto, index: int, what: str) -> float | None:
+        """A constant scalar input (a clip bound, a fill value); None when absent."""
+        if not self.has(node, index):
+            return None
+        array = self.const(node.input[index])
+        if array.size != 1 or array.dtype.kind not in "biuf":
+            raise GraphoptError(f"input {index} ({what}) must be a scalar, got {_describe(array)}")
+        return float(array.reshape(-1)[0])
+
+    def axis(self, axis: int, rank: int, what: str = "axis") -> int:
+        """`axis` in [-rank, rank), made non-negative."""
+        if not -rank <= axis < rank:
+            raise GraphoptError(f"{what} {axis} is out of range for a rank-{rank} tensor")
+        return axis % rank
+
+    def ints_attr(self, attrs: Attributes, name: str, length: int, default: int) -> list[int]:
+        """An ints attribute that must have one value per spatial dim (strides, dilations, ...)."""
+        values = list(attrs.get(name, [default] * length))
+        if len(values) != length:
+            raise GraphoptError(f"attribute {name} {values} must have {length} values")
+        return [int(v) for v in values]
+
+    def static_dims(self, value: Value, dims: Sequence[int], what: str) -> list[int]:
+        """The sizes of `value` at `dims`, which the conversion needs as numbers."""
+        if value.type.rank <= max(dims, default=-1):
+            raise GraphoptError(f"{what} needs a tensor of rank above {max(dims)}, got {value.type}")
+        sizes = [value.shape[d] for d in dims]
+        if not all(isinstance(s, int) for s in sizes):
+            raise UnsupportedError(f"{what} needs static sizes, got {value.type}; give the model static input shapes")
+        return sizes  # type: ignore[return-value]
 
     def value(self, name: str) -> Value:
         """The IR value of an ONNX tensor; constants become parameters on first use."""
@@ -99,6 +166,8 @@ class OnnxImporter:
         raise GraphoptError(f"tensor {name!r} is not defined before its use")
 
     def input(self, node: onnx.NodeProto, index: int) -> Value:
+        if not self.has(node, index):
+            raise GraphoptError(f"input {index} is missing ({len(node.input)} given)")
         return self.value(node.input[index])
 
     def emit(self, op: str, operands: Sequence[Value], attrs: dict[str, Any] | None = None) -> Value:
@@ -119,7 +188,7 @@ class OnnxImporter:
         g = self.model.graph
         for init in g.initializer:
             data = numpy_helper.to_array(init)
-            _check_finite(init.name, data)
+            check_finite(data, f"initializer {init.name!r}")
             self.consts[init.name] = data
         for vi in g.input:
             if vi.name not in self.consts:
@@ -152,21 +221,24 @@ class OnnxImporter:
     def _convert(self, node: onnx.NodeProto) -> None:
         where = f"{node.op_type} node {node.name!r}" if node.name else f"{node.op_type} node"
         if node.domain not in ("", "ai.onnx"):
-            raise GraphoptError(f"{where}: op domain {node.domain!r} is not supported")
+            raise UnsupportedError(f"{where}: op domain {node.domain!r} is not supported")
         inputs = [i for i in node.input if i]
         foldable = node.op_type == "Constant" or (inputs and all(i in self.consts for i in inputs))
         if node.op_type not in NOT_FOLDED and foldable and self._fold(node, where):
             return
         converter = ONNX.get(node.op_type)
         if converter is None:
-            raise GraphoptError(
+            raise UnsupportedError(
                 f"{where}: unsupported ONNX op {node.op_type!r}; register a converter with "
                 f"@graphopt.frontends.onnx.register_onnx({node.op_type!r}) and, if the IR lacks the op, "
                 "graphopt.register_op")
         try:
             result = converter(self, node)
         except GraphoptError as e:
-            raise GraphoptError(f"{where}: {e}") from None
+            raise located(e, where) from None
+        except (ArithmeticError, AttributeError, IndexError, KeyError, TypeError, ValueError) as e:
+            raise InternalError(f"{where}: the ONNX converter failed ({type(e).__name__}: {e}); this is a bug in "
+                                "graphopt: please report it with the model") from e
         results = list(result) if isinstance(result, list | tuple) else [result]
         for name, r in zip(node.output, results):
             if not name:
@@ -191,6 +263,8 @@ class OnnxImporter:
         for name, array in zip(node.output, outputs):
             if name:
                 self.consts[name] = np.asarray(array)
+                if node.op_type == "Constant":
+                    check_finite(self.consts[name], f"{where}: value")
         return True
 
 def _identifier(name: str) -> str:
@@ -199,17 +273,13 @@ def _identifier(name: str) -> str:
 
 
 def _dtype(elem_type: int, what: str) -> DType:
+    if elem_type not in onnx.TensorProto.DataType.values():
+        raise GraphoptError(f"{what}: {elem_type} is not an ONNX element type")
     try:
         return DType.of(helper.tensor_dtype_to_np_dtype(elem_type))
     except (KeyError, ShapeError, TypeError):
         name = onnx.TensorProto.DataType.Name(elem_type)
-        raise GraphoptError(f"{what}: ONNX element type {name} is not supported") from None
-
-
-def _check_finite(name: str, data: np.ndarray) -> None:
-    if data.dtype.kind == "f" and np.isnan(data).any():  # inf is legitimate (attention masks)
-        raise GraphoptError(f"initializer {name!r} holds {int(np.isnan(data).sum())} NaN value(s); "
-                            "fix the model before compressing it")
+        raise UnsupportedError(f"{what}: ONNX element type {name} is not supported") from None
 
 
 def from_onnx(source: str | os.PathLike[str] | onnx.ModelProto) -> Graph:
@@ -225,6 +295,6 @@ def from_onnx(source: str | os.PathLike[str] | onnx.ModelProto) -> Graph:
         pass  # a ModelProto over 2 GB: the importer does not need the checker's serialization
     importer = OnnxImporter(model)
     if importer.opset < 11:
-        raise GraphoptError(f"ONNX opset {importer.opset} is older than 11; convert it with "
+        raise UnsupportedError(f"ONNX opset {importer.opset} is older than 11; convert it with "
                             "onnx.version_converter first")
     return importer.run()

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from onnx import NodeProto
 
-from graphopt.errors import GraphoptError
+from graphopt.errors import GraphoptError, UnsupportedError
 from graphopt.frontends.onnx import INT64_MAX, OnnxImporter, _dtype, register_onnx
 from graphopt.ir.types import Dim, DType
 from graphopt.ir.value import Value
@@ -33,7 +33,7 @@ for _op, _onnx in {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "erf": 
 @register_onnx("Dropout")
 def dropout(im: Importer, node: NodeProto) -> list[Value]:
     if len(node.output) > 1 and node.output[1]:
-        raise GraphoptError("the Dropout mask output is not supported")
+        raise UnsupportedError("the Dropout mask output is not supported")
     return [im.emit("identity", [im.input(node, 0)])]
 
 
@@ -66,9 +66,8 @@ def hardsigmoid(im: Importer, node: NodeProto) -> Value:
 @register_onnx("Clip")
 def clip(im: Importer, node: NodeProto) -> Value:
     a = im.attrs(node)
-    lo = im.opt_const(node, 1) if im.opset >= 11 else a.get("min")
-    hi = im.opt_const(node, 2) if im.opset >= 11 else a.get("max")
-    lo, hi = (None if v is None else float(v) for v in (lo, hi))
+    lo = im.number(node, 1, "min") if im.opset >= 11 else a.get("min")
+    hi = im.number(node, 2, "max") if im.opset >= 11 else a.get("max")
     if (lo, hi) == (0.0, 6.0):
         return im.emit("relu6", [im.input(node, 0)])
     return im.emit("clamp", [im.input(node, 0)], {"min": lo, "max": hi})
@@ -123,11 +122,11 @@ def cast(im: Importer, node: NodeProto) -> Value:
 def _reduce_axes(im: Importer, node: NodeProto) -> list[int] | None:
     attrs = im.attrs(node)
     axes = attrs.get("axes")
-    if axes is None and im.has(node, 1):
-        axes = [int(a) for a in im.const(node.input[1]).reshape(-1)]
+    if axes is None:
+        axes = im.ints(node, 1, "axes")
     if not axes:
         if attrs.get("noop_with_empty_axes", 0):
-            raise GraphoptError("noop_with_empty_axes is not supported")
+            raise UnsupportedError("noop_with_empty_axes is not supported")
         return None
     return list(axes)
 
@@ -152,7 +151,7 @@ reduce("norm", "ReduceL1", ord=1.0)
 def argmax(im: Importer, node: NodeProto) -> Value:
     a = im.attrs(node)
     if a.get("select_last_index", 0):
-        raise GraphoptError("select_last_index is not supported")
+        raise UnsupportedError("select_last_index is not supported")
     return im.emit("argmax", [im.input(node, 0)], {"dim": a.get("axis", 0), "keepdim": bool(a.get("keepdims", 1))})
 
 
@@ -161,7 +160,7 @@ def softmax(im: Importer, node: NodeProto) -> Value:
     op = "softmax" if node.op_type == "Softmax" else "log_softmax"
     x = im.input(node, 0)
     rank = x.type.rank
-    axis = im.attrs(node).get("axis", -1 if im.opset >= 13 else 1) % rank
+    axis = im.axis(im.attrs(node).get("axis", -1 if im.opset >= 13 else 1), rank)
     if im.opset >= 13 or axis == rank - 1:
         return im.emit(op, [x], {"dim": axis})
     # Before opset 13 the input is coerced to 2-D at `axis`: normalize over all trailing dims.
@@ -173,16 +172,24 @@ def softmax(im: Importer, node: NodeProto) -> Value:
 def cumsum(im: Importer, node: NodeProto) -> Value:
     a = im.attrs(node)
     if a.get("exclusive", 0) or a.get("reverse", 0):
-        raise GraphoptError("exclusive or reverse CumSum is not supported")
-    return im.emit("cumsum", [im.input(node, 0)], {"dim": int(im.const(node.input[1]))})
+        raise UnsupportedError("exclusive or reverse CumSum is not supported")
+    x = im.input(node, 0)
+    axis = im.number(node, 1, "axis")
+    if axis is None or axis != int(axis):
+        raise GraphoptError("input 1 (axis) must be an integer scalar")
+    return im.emit("cumsum", [x], {"dim": im.axis(int(axis), x.type.rank)})
 
 
 # --- layout --------------------------------------------------------------------------------------------
 @register_onnx("Reshape")
 def reshape(im: Importer, node: NodeProto) -> Value:
     x = im.input(node, 0)
-    target: list[Dim] = [int(d) for d in im.const(node.input[1])]
+    target: list[Dim] = list(im.ints(node, 1, "shape") or [])
+    if not im.has(node, 1):
+        raise GraphoptError("input 1 (shape) is missing")
     if not im.attrs(node).get("allowzero", 0):
+        if any(d == 0 for d in target[x.type.rank:]):
+            raise GraphoptError(f"shape {target}: a 0 (copy this dim) beyond the input's rank {x.type.rank}")
         target = [x.shape[i] if d == 0 else d for i, d in enumerate(target)]
     return im.emit("reshape", [x], {"shape": list(reshape_shape(x.shape, target))})
 
@@ -190,7 +197,7 @@ def reshape(im: Importer, node: NodeProto) -> Value:
 @register_onnx("Flatten")
 def flatten(im: Importer, node: NodeProto) -> Value:
     x = im.input(node, 0)
-    axis = im.attrs(node).get("axis", 1) % (x.type.rank + 1)
+    axis = im.axis(im.attrs(node).get("axis", 1), x.type.rank + 1)
     if axis == 0:
         return im.emit("reshape", [x], {"shape": [1, -1]})
     return im.emit("flatten", [im.emit("flatten", [x], {"start_dim": 0, "end_dim": axis - 1})] if axis > 1 else [x],
@@ -206,9 +213,7 @@ def transpose(im: Importer, node: NodeProto) -> Value:
 
 def _axes_input(im: Importer, node: NodeProto) -> list[int] | None:
     axes = im.attrs(node).get("axes")
-    if axes is None and im.has(node, 1):
-        axes = [int(a) for a in im.const(node.input[1]).reshape(-1)]
-    return None if axes is None else list(axes)
+    return im.ints(node, 1, "axes") if axes is None else list(axes)
 
 
 @register_onnx("Squeeze")
@@ -221,7 +226,7 @@ def unsqueeze(im: Importer, node: NodeProto) -> Value:
     x = im.input(node, 0)
     axes = _axes_input(im, node) or []
     rank = x.type.rank + len(axes)
-    for a in sorted(d % rank for d in axes):
+    for a in sorted(im.axis(d, rank) for d in axes):
         x = im.emit("unsqueeze", [x], {"dim": a})
     return x
 
@@ -236,12 +241,15 @@ def concat(im: Importer, node: NodeProto) -> Value:
 def split(im: Importer, node: NodeProto) -> tuple[Value, ...]:
     x = im.input(node, 0)
     a = im.attrs(node)
-    axis = a.get("axis", 0) % x.type.rank
+    axis = im.axis(a.get("axis", 0), x.type.rank)
     sizes = a.get("split")
-    if sizes is None and im.has(node, 1):
-        sizes = [int(s) for s in im.const(node.input[1])]
     if sizes is None:
-        total, parts = int(x.shape[axis]), a.get("num_outputs", len(node.output))  # type: ignore[arg-type]
+        sizes = im.ints(node, 1, "split")
+    if sizes is None:
+        (total,) = im.static_dims(x, [axis], "Split into equal parts")
+        parts = a.get("num_outputs", len(node.output))
+        if parts < 1:
+            raise GraphoptError(f"num_outputs {parts} must be at least 1")
         step = -(-total // parts)
         sizes = [min(step, total - i * step) for i in range(parts)]
     out = im.emit("split", [x], {"split_sizes": list(sizes), "dim": axis})
@@ -251,19 +259,24 @@ def split(im: Importer, node: NodeProto) -> tuple[Value, ...]:
 @register_onnx("Slice")
 def slice_(im: Importer, node: NodeProto) -> Value:
     x = im.input(node, 0)
-    starts, ends = im.const(node.input[1]), im.const(node.input[2])
-    axes = im.opt_const(node, 3)
-    steps = im.opt_const(node, 4)
-    axes = list(range(len(starts))) if axes is None else [int(a) for a in axes]
-    steps = [1] * len(starts) if steps is None else [int(s) for s in steps]
+    starts = im.ints(node, 1, "starts")
+    if starts is None:
+        raise GraphoptError("input 1 (starts) is missing")
+    ends = im.ints(node, 2, "ends", len(starts))
+    if ends is None:
+        raise GraphoptError("input 2 (ends) is missing")
+    axes = im.ints(node, 3, "axes", len(starts)) or list(range(len(starts)))
+    steps = im.ints(node, 4, "steps", len(starts)) or [1] * len(starts)
+    if 0 in steps:
+        raise GraphoptError(f"steps {steps} must not hold 0")
     for start, end, axis, step in zip(starts, ends, axes, steps):
-        start, end = int(start), int(end)
+        axis = im.axis(axis, x.type.rank)
         size = x.shape[axis]
         if step > 0:
             x = im.emit("slice", [x], {"dim": axis, "start": start, "end": min(end, INT64_MAX), "step": step})
             continue
         if not isinstance(size, int):
-            raise GraphoptError("a negative-step slice on a symbolic dim is not supported")
+            raise UnsupportedError("a negative-step slice on a symbolic dim is not supported")
         indices = range(size)[slice(start, end if end > -size - 1 else None, step)]
         flipped = im.emit("flip", [x], {"dims": [axis]})
         first = size - 1 - indices[0] if len(indices) else 0
@@ -274,14 +287,17 @@ def slice_(im: Importer, node: NodeProto) -> Value:
 
 @register_onnx("Gather")
 def gather(im: Importer, node: NodeProto) -> Value:
-    data_name, index_name = node.input[0], node.input[1]
-    axis = im.attrs(node).get("axis", 0)
+    data = im.input(node, 0)
+    index_name = node.input[1] if im.has(node, 1) else ""
+    if data.type.rank == 0:
+        raise GraphoptError("Gather needs data of rank 1 or more, got a 0-d tensor")
+    axis = im.axis(im.attrs(node).get("axis", 0), data.type.rank)
     if index_name in im.consts and im.consts[index_name].ndim == 0:
-        return im.emit("select", [im.value(data_name)], {"dim": axis, "index": int(im.consts[index_name])})
-    data, idx = im.value(data_name), im.value(index_name)
+        return im.emit("select", [data], {"dim": axis, "index": int(im.consts[index_name])})
+    idx = im.input(node, 1)
     if data.is_parameter and axis == 0 and data.type.rank == 2:
         return im.emit("embedding", [idx, data])
-    return im.emit("index", [data, idx], {"dims": [axis % data.type.rank]})
+    return im.emit("index", [data, idx], {"dims": [axis]})
 
 
 @register_onnx("GatherElements")
@@ -292,9 +308,11 @@ def gather_elements(im: Importer, node: NodeProto) -> Value:
 @register_onnx("GatherND")
 def gather_nd(im: Importer, node: NodeProto) -> Value:
     if im.attrs(node).get("batch_dims", 0):
-        raise GraphoptError("GatherND with batch_dims is not supported")
+        raise UnsupportedError("GatherND with batch_dims is not supported")
     data, idx = im.input(node, 0), im.input(node, 1)
-    depth = int(idx.shape[-1])  # type: ignore[arg-type]
+    (depth,) = im.static_dims(idx, [idx.type.rank - 1], "GatherND indices") if idx.type.rank else (0,)
+    if not 1 <= depth <= data.type.rank:
+        raise GraphoptError(f"GatherND indices {idx.type} must end in a size from 1 to the data's rank {data.type.rank}")
     parts = [im.emit("select", [idx], {"dim": -1, "index": i}) for i in range(depth)]
     return im.emit("index", [data, *parts], {"dims": list(range(depth))})
 
@@ -302,7 +320,9 @@ def gather_nd(im: Importer, node: NodeProto) -> Value:
 @register_onnx("Expand")
 def expand(im: Importer, node: NodeProto) -> Value:
     x = im.input(node, 0)
-    shape = [int(d) for d in im.const(node.input[1])]
+    shape = im.ints(node, 1, "shape")
+    if shape is None:
+        raise GraphoptError("input 1 (shape) is missing")
     rank = max(len(shape), x.type.rank)
     src = [1] * (rank - x.type.rank) + list(x.shape)
     tgt = [1] * (rank - len(shape)) + shape
@@ -312,31 +332,35 @@ def expand(im: Importer, node: NodeProto) -> Value:
 
 @register_onnx("Tile")
 def tile(im: Importer, node: NodeProto) -> Value:
-    return im.emit("repeat", [im.input(node, 0)], {"repeats": [int(r) for r in im.const(node.input[1])]})
+    x = im.input(node, 0)
+    return im.emit("repeat", [x], {"repeats": im.ints(node, 1, "repeats", x.type.rank) or [1] * x.type.rank})
 
 
 @register_onnx("Pad")
 def pad(im: Importer, node: NodeProto) -> Value:
     x = im.input(node, 0)
     a = im.attrs(node)
+    rank = x.type.rank
+    axes = [im.axis(ax, rank) for ax in im.ints(node, 3, "axes") or range(rank)]
+    n = len(axes)
     pads = a.get("pads")
     if pads is None:
-        pads = [int(p) for p in im.const(node.input[1])]
-    value = im.opt_const(node, 2)
-    axes = im.opt_const(node, 3)
-    rank = x.type.rank
-    axes = list(range(rank)) if axes is None else [int(ax) % rank for ax in axes]
-    n = len(axes)
+        pads = im.ints(node, 1, "pads", 2 * n) or [0] * (2 * n)
+    if len(pads) != 2 * n:
+        raise GraphoptError(f"pads {list(pads)} must have {2 * n} values (two per padded axis)")
+    fill = im.number(node, 2, "constant_value")
+    modes = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}
+    if a.get("mode", "constant") not in modes:
+        raise GraphoptError(f"mode {a['mode']!r} is not a Pad mode (constant, reflect, edge, wrap)")
     begin, end = dict(zip(axes, pads[:n])), dict(zip(axes, pads[n:]))
     if any(p < 0 for p in pads):
-        raise GraphoptError("negative pads (cropping) are not supported")
+        raise UnsupportedError("negative pads (cropping) are not supported")
     first = min((d for d in axes if begin[d] or end[d]), default=rank - 1)
     torch_pad: list[int] = []
     for d in range(rank - 1, first - 1, -1):
         torch_pad += [begin.get(d, 0), end.get(d, 0)]
-    mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}[a.get("mode", "constant")]
-    fill = float(value.reshape(-1)[0]) if value is not None and value.size else float(a.get("value", 0.0))
-    return im.emit("pad", [x], {"pad": torch_pad, "mode": mode, "value": fill})
+    fill = float(a.get("value", 0.0)) if fill is None else fill
+    return im.emit("pad", [x], {"pad": torch_pad, "mode": modes[a.get("mode", "constant")], "value": fill})
 
 
 @register_onnx("Einsum")
@@ -350,7 +374,7 @@ def shape(im: Importer, node: NodeProto) -> np.ndarray:
     a = im.attrs(node)
     dims = x.shape[a.get("start", 0) : a.get("end", None)]
     if not all(isinstance(d, int) for d in dims):
-        raise GraphoptError(f"Shape of a tensor with symbolic dims {list(dims)} is computed at run time; "
+        raise UnsupportedError(f"Shape of a tensor with symbolic dims {list(dims)} is computed at run time; "
                             "give the model static input shapes")
     return np.asarray(dims, dtype=np.int64)
 
@@ -359,13 +383,13 @@ def shape(im: Importer, node: NodeProto) -> np.ndarray:
 def size(im: Importer, node: NodeProto) -> np.ndarray:
     x = im.input(node, 0)
     if not x.type.is_static:
-        raise GraphoptError("Size of a tensor with symbolic dims is computed at run time")
+        raise UnsupportedError("Size of a tensor with symbolic dims is computed at run time")
     return np.asarray(x.type.numel, dtype=np.int64)
 
 
 @register_onnx("ConstantOfShape")
 def constant_of_shape(im: Importer, node: NodeProto) -> np.ndarray:
-    raise GraphoptError("ConstantOfShape with a shape computed at run time is not supported")
+    raise UnsupportedError("ConstantOfShape with a shape computed at run time is not supported")
 
 
 # --- layers -------------------------------------------------------------------------------------------
@@ -375,15 +399,17 @@ def _spatial_pads(im: Importer, node: NodeProto, x: Value, kernel: list[int], st
     a = im.attrs(node)
     nsp = len(kernel)
     auto = a.get("auto_pad", "NOTSET")
+    if auto not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
+        raise GraphoptError(f"auto_pad {auto!r} is not one of NOTSET, VALID, SAME_UPPER, SAME_LOWER")
     if auto in ("SAME_UPPER", "SAME_LOWER"):
         pads = [0] * (2 * nsp)
-        for i in range(nsp):
-            size = int(x.shape[2 + i])  # type: ignore[arg-type]
+        sizes = im.static_dims(x, range(2, 2 + nsp), f"auto_pad={auto}")
+        for i, size in enumerate(sizes):
             total = max(0, (-(-size // strides[i]) - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1 - size)
             small, big = total // 2, total - total // 2
             pads[i], pads[nsp + i] = (small, big) if auto == "SAME_UPPER" else (big, small)
     else:
-        pads = list(a.get("pads", [0] * (2 * nsp)))
+        pads = [0] * (2 * nsp) if auto == "VALID" else im.ints_attr(a, "pads", 2 * nsp, 0)
     begin, end = pads[:nsp], pads[nsp:]
     if begin == end:
         return x, begin
@@ -398,10 +424,14 @@ def conv(im: Importer, node: NodeProto) -> Value:
     x, w = im.input(node, 0), im.input(node, 1)
     a = im.attrs(node)
     nsp = w.type.rank - 2
-    if nsp not in (1, 2):
-        raise GraphoptError(f"{nsp}-d convolution is not supported")
-    kernel = [int(k) for k in w.shape[2:]]  # type: ignore[arg-type]
-    strides, dilations = list(a.get("strides", [1] * nsp)), list(a.get("dilations", [1] * nsp))
+    if nsp < 1:
+        raise GraphoptError(f"a Conv weight has rank 3 or more, got {w.type}")
+    if nsp > 2:
+        raise UnsupportedError(f"{nsp}-d convolution is not supported (weight {w.type})")
+    if x.type.rank != w.type.rank:
+        raise GraphoptError(f"input {x.type} and weight {w.type} of a convolution must have the same rank")
+    kernel = im.static_dims(w, range(2, 2 + nsp), "Conv weight")
+    strides, dilations = im.ints_attr(a, "strides", nsp, 1), im.ints_attr(a, "dilations", nsp, 1)
     x, pads = _spatial_pads(im, node, x, kernel, strides, dilations)
     operands = [x, w] + ([im.input(node, 2)] if im.has(node, 2) else [])
     return im.emit(f"conv{nsp}d", operands, {"stride": strides, "padding": pads, "dilation": dilations,
@@ -412,20 +442,24 @@ def conv(im: Importer, node: NodeProto) -> Value:
 def conv_transpose(im: Importer, node: NodeProto) -> Value:
     a = im.attrs(node)
     if "output_shape" in a or a.get("auto_pad", "NOTSET") != "NOTSET":
-        raise GraphoptError("ConvTranspose with output_shape or auto_pad is not supported; give explicit pads")
-    pads = list(a.get("pads", [0, 0, 0, 0]))
-    if pads[:2] != pads[2:]:
-        raise GraphoptError(f"asymmetric ConvTranspose pads {pads} are not supported")
+        raise UnsupportedError("ConvTranspose with output_shape or auto_pad is not supported; give explicit pads")
     operands = [im.input(node, 0), im.input(node, 1)] + ([im.input(node, 2)] if im.has(node, 2) else [])
+    if operands[1].type.rank != 4:
+        raise UnsupportedError(f"ConvTranspose with weight {operands[1].type} is not supported (2-d only)")
+    pads = im.ints_attr(a, "pads", 4, 0)
+    if pads[:2] != pads[2:]:
+        raise UnsupportedError(f"asymmetric ConvTranspose pads {pads} are not supported")
     return im.emit("conv_transpose2d", operands, {
-        "stride": list(a.get("strides", [1, 1])), "padding": pads[:2], "dilation": list(a.get("dilations", [1, 1])),
-        "output_padding": list(a.get("output_padding", [0, 0])), "groups": a.get("group", 1)})
+        "stride": im.ints_attr(a, "strides", 2, 1), "padding": pads[:2], "dilation": im.ints_attr(a, "dilations", 2, 1),
+        "output_padding": im.ints_attr(a, "output_padding", 2, 0), "groups": a.get("group", 1)})
 
 
 @register_onnx("Gemm")
 def gemm(im: Importer, node: NodeProto) -> Value:
     a = im.attrs(node)
     x = im.input(node, 0)
+    if x.type.rank != 2 or im.input(node, 1).type.rank != 2:
+        raise GraphoptError(f"Gemm takes 2-d A and B, got {x.type} and {im.input(node, 1).type}")
     if a.get("transA", 0):
         x = im.emit("permute", [x], {"dims": [1, 0]})
     alpha, beta = a.get("alpha", 1.0), a.get("beta", 1.0)
@@ -452,7 +486,7 @@ def gemm(im: Importer, node: NodeProto) -> Value:
 def batch_norm(im: Importer, node: NodeProto) -> Value:
     a = im.attrs(node)
     if a.get("training_mode", 0) or len([o for o in node.output if o]) > 1:
-        raise GraphoptError("BatchNormalization in training mode is not supported")
+        raise UnsupportedError("BatchNormalization in training mode is not supported")
     x, scale, bias, mean, var = (im.input(node, i) for i in range(5))
     return im.emit("batch_norm", [x, mean, var, scale, bias], {"eps": a.get("epsilon", 1e-5)})
 
@@ -461,9 +495,9 @@ def batch_norm(im: Importer, node: NodeProto) -> Value:
 def layer_norm(im: Importer, node: NodeProto) -> Value:
     a = im.attrs(node)
     x = im.input(node, 0)
-    axis = a.get("axis", -1) % x.type.rank
+    axis = im.axis(a.get("axis", -1), x.type.rank)
     if len([o for o in node.output if o]) > 1:
-        raise GraphoptError("LayerNormalization mean / inv_std_dev outputs are not supported")
+        raise UnsupportedError("LayerNormalization mean / inv_std_dev outputs are not supported")
     operands = [x, im.input(node, 1)] + ([im.input(node, 2)] if im.has(node, 2) else [])
     return im.emit("layer_norm", operands, {"normalized_shape": list(x.shape[axis:]), "eps": a.get("epsilon", 1e-5)})
 
@@ -471,8 +505,9 @@ def layer_norm(im: Importer, node: NodeProto) -> Value:
 @register_onnx("InstanceNormalization")
 def instance_norm(im: Importer, node: NodeProto) -> Value:
     x = im.input(node, 0)
+    (channels,) = im.static_dims(x, [1], "InstanceNormalization")
     return im.emit("group_norm", [x, im.input(node, 1), im.input(node, 2)],
-                   {"num_groups": int(x.shape[1]), "eps": im.attrs(node).get("epsilon", 1e-5)})  # type: ignore[arg-type]
+                   {"num_groups": channels, "eps": im.attrs(node).get("epsilon", 1e-5)})
 
 
 def _pool(im: Importer, node: NodeProto, op: str, **extra: Any) -> Value:
@@ -480,11 +515,11 @@ def _pool(im: Importer, node: NodeProto, op: str, **extra: Any) -> Value:
     x = im.input(node, 0)
     kernel = list(a["kernel_shape"])
     if len(kernel) != 2:
-        raise GraphoptError(f"{len(kernel)}-d pooling is not supported")
-    strides, dilations = list(a.get("strides", [1, 1])), list(a.get("dilations", [1, 1]))
-    pads = list(a.get("pads", [0, 0, 0, 0]))
+        raise UnsupportedError(f"{len(kernel)}-d pooling is not supported")
+    strides, dilations = im.ints_attr(a, "strides", 2, 1), im.ints_attr(a, "dilations", 2, 1)
+    pads = im.ints_attr(a, "pads", 4, 0)
     if a.get("auto_pad", "NOTSET") != "NOTSET" or pads[:2] != pads[2:]:
-        raise GraphoptError("pooling with auto_pad or asymmetric pads is not supported")
+        raise UnsupportedError("pooling with auto_pad or asymmetric pads is not supported")
     attrs = {"kernel_size": kernel, "stride": strides, "padding": pads[:2], "ceil_mode": bool(a.get("ceil_mode", 0)),
              **extra}
     if op == "max_pool2d":
@@ -495,7 +530,7 @@ def _pool(im: Importer, node: NodeProto, op: str, **extra: Any) -> Value:
 @register_onnx("MaxPool")
 def max_pool(im: Importer, node: NodeProto) -> list[Value]:
     if len(node.output) > 1 and node.output[1]:
-        raise GraphoptError("the MaxPool Indices output is not supported")
+        raise UnsupportedError("the MaxPool Indices output is not supported")
     return [_pool(im, node, "max_pool2d")]
 
 
@@ -504,9 +539,16 @@ def avg_pool(im: Importer, node: NodeProto) -> Value:
     return _pool(im, node, "avg_pool2d", count_include_pad=bool(im.attrs(node).get("count_include_pad", 0)))
 
 
+def _spatial(im: Importer, node: NodeProto) -> Value:
+    x = im.input(node, 0)
+    if x.type.rank < 3:
+        raise GraphoptError(f"{node.op_type} needs an N x C x spatial tensor, got {x.type}")
+    return x
+
+
 @register_onnx("GlobalAveragePool")
 def global_avg_pool(im: Importer, node: NodeProto) -> Value:
-    x = im.input(node, 0)
+    x = _spatial(im, node)
     if x.type.rank == 4:
         return im.emit("adaptive_avg_pool2d", [x], {"output_size": [1, 1]})
     return im.emit("mean", [x], {"dims": list(range(2, x.type.rank)), "keepdim": True})
@@ -514,7 +556,7 @@ def global_avg_pool(im: Importer, node: NodeProto) -> Value:
 
 @register_onnx("GlobalMaxPool")
 def global_max_pool(im: Importer, node: NodeProto) -> Value:
-    x = im.input(node, 0)
+    x = _spatial(im, node)
     return im.emit("amax", [x], {"dims": list(range(2, x.type.rank)), "keepdim": True})
 
 
@@ -531,26 +573,29 @@ def resize(im: Importer, node: NodeProto) -> Value:
     x = im.input(node, 0)
     mode = a.get("mode", "nearest")
     transform = a.get("coordinate_transformation_mode", "half_pixel")
-    if node.op_type == "Upsample":
-        scales = im.const(node.input[1])
-        sizes = None
-    else:
-        scales = im.opt_const(node, 2) if im.has(node, 2) else None
-        sizes = im.opt_const(node, 3) if im.has(node, 3) else None
-        scales = None if scales is not None and scales.size == 0 else scales
+    scales = im.opt_const(node, 1 if node.op_type == "Upsample" else 2)
+    sizes = None if node.op_type == "Upsample" else im.ints(node, 3, "sizes")
+    scales = None if scales is not None and scales.size == 0 else scales
+    if scales is None and not sizes:
+        raise GraphoptError("Resize needs scales or sizes")
+    if scales is not None and (scales.shape != (x.type.rank,) or scales.dtype.kind != "f"
+                               or not (np.isfinite(scales) & (scales > 0)).all()):
+        raise GraphoptError(f"scales must be {x.type.rank} positive floats, got {scales.tolist()}")
+    if sizes is not None and (len(sizes) != x.type.rank or min(sizes) < 1):
+        raise GraphoptError(f"sizes {sizes} must be {x.type.rank} positive sizes")
     if x.type.rank != 4 or (scales is not None and tuple(scales[:2]) != (1.0, 1.0)):
-        raise GraphoptError("Resize is supported on the spatial dims of NCHW tensors only")
-    in_size = [int(d) for d in x.shape[2:]]  # type: ignore[call-overload]
-    size = [int(s) for s in sizes[2:]] if sizes is not None else [int(np.floor(i * s)) for i, s in zip(in_size, scales[2:])]
+        raise UnsupportedError("Resize is supported on the spatial dims of NCHW tensors only")
+    in_size = im.static_dims(x, [2, 3], "Resize")
+    size = sizes[2:] if sizes else [int(np.floor(i * s)) for i, s in zip(in_size, scales[2:])]
     if mode == "nearest" and transform == "asymmetric" and a.get("nearest_mode", "round_prefer_floor") == "floor":
         return im.emit("interpolate", [x], {"size": size, "mode": "nearest",
                                             "scales": None if scales is None else [float(s) for s in scales[2:]]})
     if mode == "linear" and transform in ("align_corners", "pytorch_half_pixel", "half_pixel"):
         if transform == "half_pixel" and min(size) == 1:
-            raise GraphoptError("half_pixel Resize to size 1 differs from torch's bilinear")
+            raise UnsupportedError("half_pixel Resize to size 1 differs from torch's bilinear")
         return im.emit("interpolate", [x], {"size": size, "mode": "bilinear", "align_corners": transform == "align_corners",
                                             "scales": None if scales is None else [float(s) for s in scales[2:]]})
-    raise GraphoptError(f"Resize mode {mode!r} with coordinate_transformation_mode {transform!r} is not supported")
+    raise UnsupportedError(f"Resize mode {mode!r} with coordinate_transformation_mode {transform!r} is not supported")
 
 
 # --- quantization -------------------------------------------------------------------------------------------

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 import torch.fx
 
-from graphopt.errors import GraphoptError, ShapeError
+from graphopt.errors import GraphoptError, ShapeError, UnsupportedError, located
 from graphopt.ir.graph import Graph
 from graphopt.ir.types import Dim, DType, TensorType
-from graphopt.ir.value import Value
+from graphopt.ir.value import Value, check_finite
 
 Converter = Callable[["TorchImporter", torch.fx.Node], Any]
 ATEN: dict[str, Converter] = {}
@@ -167,10 +167,7 @@ class TorchImporter:
         if not isinstance(tensor, torch.Tensor):
             raise GraphoptError(f"parameter {target} has no tensor data")
         data = tensor.detach().cpu().contiguous().numpy().copy()
-        if data.dtype.kind == "f" and np.isnan(data).any():  # inf is legitimate (attention masks)
-            bad = int(np.isnan(data).sum())
-            raise GraphoptError(f"parameter {target} holds {bad} NaN value(s); fix the checkpoint before "
-                                "compressing it")
+        check_finite(data, f"parameter {target}")
         return self.graph.add_parameter(data, target)
 
     def _convert(self, node: torch.fx.Node) -> Any:
@@ -187,14 +184,14 @@ class TorchImporter:
             return SymDim(str(node.meta.get("val")))  # size arithmetic on SymInts
         converter = ATEN.get(name)
         if converter is None:
-            raise GraphoptError(
+            raise UnsupportedError(
                 f"unsupported op {name} at module {self.loc or '<root>'!r} (node {node.name}); register a converter "
                 f"with @graphopt.frontends.torch.register_aten({name.removeprefix('aten.')!r}) and, if the IR lacks "
                 "the op, graphopt.register_op")
         try:
             out = converter(self, node)
         except GraphoptError as e:
-            raise GraphoptError(f"{self.where()}: {e}") from None
+            raise located(e, self.where()) from None
         self._check(node, out)
         return out
 
@@ -248,7 +245,7 @@ def export(model: Any, example_inputs: Sequence[Any] | None, dynamic_batch: bool
         hint = ("data-dependent control flow or shapes: rewrite the branch with torch.cond or make it depend only on "
                 "shapes" if "data-dependent" in str(e).lower() or "guard" in str(e).lower() else
                 "see the message; graphopt traces models with torch.export")
-        raise GraphoptError(f"torch.export could not trace {type(model).__name__}: {type(e).__name__}: {first} "
+        raise UnsupportedError(f"torch.export could not trace {type(model).__name__}: {type(e).__name__}: {first} "
                             f"({hint})") from e
 
 

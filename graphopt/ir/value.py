@@ -7,12 +7,20 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from graphopt.errors import IRError
+from graphopt.errors import GraphoptError, IRError
 from graphopt.ir.types import DType, TensorType
 
 if TYPE_CHECKING:
     from graphopt.ir.graph import Graph
     from graphopt.ir.node import Node
+
+
+def check_finite(data: np.ndarray, what: str) -> None:
+    """Refuse NaN weights (every result computed from them is meaningless); infinity stays legal,
+    attention masks use it."""
+    if data.dtype.kind == "f" and np.isnan(data).any():
+        raise GraphoptError(f"{what} holds {int(np.isnan(data).sum())} NaN value(s); fix the model before "
+                            "compressing it")
 
 
 class Use(NamedTuple):

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from graphopt.errors import PipelineError
+from graphopt.errors import InternalError, PipelineError
 from graphopt.ir.graph import Graph
 from graphopt.pipeline.manager import PassContext, PassManager
 from graphopt.pipeline.passes import Pass
@@ -37,7 +37,7 @@ def bisect(graph: Graph, pipeline: str | Sequence[Pass], is_good: Callable[[Grap
         target, ctx = graph.clone(), PassContext(options, limit)
         try:
             manager.run(target, ctx=ctx)
-        except PipelineError:
+        except (PipelineError, InternalError):  # a failing or crashing pass: not good
             return False, ctx
         return is_good(target), ctx
 

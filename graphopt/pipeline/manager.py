@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from graphopt.errors import GraphoptError, PipelineError, VerifyError
+from graphopt.errors import GraphoptError, InternalError, PipelineError, VerifyError
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node
 from graphopt.ir.verifier import verify as verify_graph
@@ -118,16 +118,19 @@ class PassManager:
             try:
                 outcome = p.run(graph, ctx)
             except GraphoptError as e:
-                raise PipelineError(f"{self._where(index)} failed: {e}") from e
+                if isinstance(e, InternalError):
+                    raise InternalError(f"{self._where(index)}: {e}") from e
+                raise PipelineError(f"{self._where(index)} failed: {e}", e.exit_code) from e
             except Exception as e:
-                raise PipelineError(f"{self._where(index)} crashed ({type(e).__name__}: {e}); "
+                raise InternalError(f"{self._where(index)} crashed ({type(e).__name__}: {e}); "
                                     "this is a bug in the pass") from e
             seconds = time.perf_counter() - start
             if self.verify:
                 try:
                     verify_graph(graph)
                 except VerifyError as e:
-                    raise PipelineError(f"{self._where(index)} produced an invalid graph: {e}") from e
+                    raise InternalError(f"{self._where(index)} produced an invalid graph (a bug in the pass): "
+                                        f"{e}") from e
             if outcome.changed:
                 ctx.invalidate(outcome.preserved)
             record = PassRecord(p.spec(), seconds, before, len(graph), outcome.changed,

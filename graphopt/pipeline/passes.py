@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from graphopt.errors import PipelineError
+from graphopt.errors import OptionError, PipelineError
 from graphopt.ir.graph import Graph
 
 if TYPE_CHECKING:
@@ -48,9 +49,77 @@ class PassResult:
 
 
 @dataclass(frozen=True)
+class Allowed:
+    """The values an option accepts: a numeric range (each end open or closed) or a set of choices.
+    Float options are always finite."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[Any, ...] = ()
+
+    def admits(self, value: Any) -> bool:
+        if isinstance(value, tuple):
+            return all(self.admits(v) for v in value)
+        if self.choices:
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return True
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(format_option(c) for c in self.choices)
+        lo = "-inf" if self.low is None else f"{self.low:g}"
+        hi = "inf" if self.high is None else f"{self.high:g}"
+        opening = "(" if self.low_open or self.low is None else "["
+        closing = ")" if self.high_open or self.high is None else "]"
+        return f"{opening}{lo}, {hi}{closing}"
+
+
+def option(default: Any, *, low: float | None = None, high: float | None = None, low_open: bool = False,
+           high_open: bool = False, choices: tuple[Any, ...] = ()) -> Any:
+    """A pass option's default and allowed values, declared once on the dataclass field; every
+    construction of the pass (pipeline string or Python) is checked against them."""
+    allowed = Allowed(low, high, low_open, high_open, tuple(choices))
+    return dataclasses.field(default=default, metadata={"allowed": allowed})
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One option as pipelines spell it: its type, default and allowed values."""
+
+    type: Any
+    default: Any
+    allowed: Allowed | None = None
+
+    def describe(self) -> str:
+        kind = getattr(self.type, "__name__", str(self.type))
+        if self.allowed is None:
+            return f"{kind} = {self.default!r}"
+        return f"{kind} = {self.default!r} " + (f"({self.allowed})" if self.allowed.choices else f"in {self.allowed}")
+
+
+@dataclass(frozen=True)
 class Pass(ABC):
     name: ClassVar[str]
     contract: ClassVar[Contract]
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value, spelled = getattr(self, f.name), f.name.replace("_", "-")
+            allowed: Allowed | None = f.metadata.get("allowed")
+            items = value if isinstance(value, tuple) else (value,)
+            if any(isinstance(v, float) and not math.isfinite(v) for v in items):
+                raise OptionError(f"{self.name}: option {spelled}={format_option(value)} must be a finite number"
+                                  + (f"; allowed: {allowed}" if allowed else ""))
+            if allowed is not None and not allowed.admits(value):
+                verdict = "is not a choice" if allowed.choices else "is out of range"
+                raise OptionError(f"{self.name}: option {spelled}={format_option(value)} {verdict}; "
+                                  f"allowed: {allowed}")
 
     @abstractmethod
     def run(self, graph: Graph, ctx: PassContext) -> PassResult: ...
@@ -62,10 +131,11 @@ class Pass(ABC):
         return f"{self.name}{{{','.join(opts)}}}" if opts else self.name
 
     @classmethod
-    def options(cls) -> dict[str, tuple[Any, Any]]:
-        """Option name (as spelled in pipelines) -> (type, default)."""
+    def options(cls) -> dict[str, OptionSpec]:
+        """Option name (as spelled in pipelines) -> its type, default and allowed values."""
         hints = typing.get_type_hints(cls)
-        return {f.name.replace("_", "-"): (hints[f.name], f.default) for f in dataclasses.fields(cls)}
+        return {f.name.replace("_", "-"): OptionSpec(hints[f.name], f.default, f.metadata.get("allowed"))
+                for f in dataclasses.fields(cls)}
 
 
 def format_option(value: Any) -> str:
@@ -103,7 +173,7 @@ def pass_class(name: str) -> type[Pass]:
         return _PASSES[name]
     except KeyError:
         known = ", ".join(sorted(_PASSES))
-        raise PipelineError(f"unknown pass {name!r}; available passes: {known}") from None
+        raise OptionError(f"unknown pass {name!r}; available passes: {known}") from None
 
 
 def registered_passes() -> dict[str, type[Pass]]:

@@ -6,7 +6,7 @@ import types
 import typing
 from typing import Any
 
-from graphopt.errors import PipelineError
+from graphopt.errors import OptionError
 from graphopt.pipeline.passes import Pass, pass_class
 
 
@@ -19,12 +19,12 @@ def split_top_level(text: str, sep: str = ",") -> list[str]:
         elif c in "}]":
             depth -= 1
             if depth < 0:
-                raise PipelineError(f"unbalanced {c!r} at position {i} of pipeline {text!r}")
+                raise OptionError(f"unbalanced {c!r} at position {i} of pipeline {text!r}")
         elif c == sep and depth == 0:
             parts.append(text[start:i])
             start = i + 1
     if depth:
-        raise PipelineError(f"unclosed bracket in pipeline {text!r}")
+        raise OptionError(f"unclosed bracket in pipeline {text!r}")
     parts.append(text[start:])
     return [p.strip() for p in parts]
 
@@ -36,11 +36,11 @@ def parse_pipeline(text: str) -> list[Pass]:
     passes = []
     for item in split_top_level(text):
         if not item:
-            raise PipelineError(f"empty pass name in pipeline {text!r}")
+            raise OptionError(f"empty pass name in pipeline {text!r}")
         name, brace, rest = item.partition("{")
         name = name.strip()
         if brace and not rest.endswith("}"):
-            raise PipelineError(f"options of {name!r} must end with '}}': {item!r}")
+            raise OptionError(f"options of {name!r} must end with '}}': {item!r}")
         cls = pass_class(name)
         options = split_top_level(rest[:-1]) if brace and rest[:-1].strip() else []
         passes.append(build_pass(cls, options))
@@ -54,18 +54,20 @@ def build_pass(cls: type[Pass], options: list[str]) -> Pass:
         key, eq, raw = option.partition("=")
         key = key.strip()
         if not eq:
-            raise PipelineError(f"{cls.name}: option {option!r} needs a value (key=value)")
+            raise OptionError(f"{cls.name}: option {option!r} needs a value (key=value)")
         if key not in known:
             listed = ", ".join(known) or "none"
-            raise PipelineError(f"{cls.name}: unknown option {key!r} (options: {listed})")
+            raise OptionError(f"{cls.name}: unknown option {key!r} (options: {listed})")
         try:
-            kwargs[key.replace("-", "_")] = convert(raw.strip(), known[key][0])
+            kwargs[key.replace("-", "_")] = convert(raw.strip(), known[key].type)
         except ValueError as e:
-            raise PipelineError(f"{cls.name}: option {key}={raw.strip()}: {e}") from None
+            raise OptionError(f"{cls.name}: option {key}={raw.strip()}: {e}") from None
     try:
         return cls(**kwargs)
+    except OptionError:
+        raise
     except (TypeError, ValueError) as e:
-        raise PipelineError(f"{cls.name}: {e}") from None
+        raise OptionError(f"{cls.name}: {e}") from None
 
 
 def convert(raw: str, hint: Any) -> Any:

@@ -193,22 +193,26 @@ def load_calibration(path: str | Path, graph: Graph) -> Calibration:
 
 
 def _read(path: Path) -> Mapping[str, np.ndarray]:
+    from graphopt.ir.serialize import read_npz
+
     if not path.exists():
         raise CalibrationError(f"calibration data {path} does not exist")
-    try:
-        if path.suffix == ".npy":
+    if path.suffix == ".npy":
+        try:
             return {"arr_0": np.load(path, allow_pickle=False)}
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise CalibrationError(f"cannot read calibration data {path}: {e}") from e
+        except (OSError, ValueError, EOFError) as e:
+            raise CalibrationError(f"cannot read calibration data {path}: {e}") from None
+    return read_npz(path, "calibration data")
 
 
 def _arrays_for(graph: Graph, arrays: Mapping[str, np.ndarray], where: Path) -> tuple[np.ndarray, ...]:
+    """Arrays are matched to the inputs by name; unnamed ones (numpy's arr_0, arr_1, ...) by position."""
     names = [v.name for v in graph.inputs]
-    if all(n in arrays for n in names):
+    if all(n in arrays for n in names) and set(arrays) <= set(names):
         return tuple(arrays[n] for n in names)
-    if len(arrays) == len(names):
+    if list(arrays) == [f"arr_{i}" for i in range(len(names))]:
         return tuple(arrays.values())
-    raise CalibrationError(f"{where}: holds {', '.join(arrays)}; the model inputs are {', '.join(names)} "
-                           "(name the arrays after the inputs, or give one array per input in order)")
+    unmatched = [k for k in arrays if k not in names]
+    raise CalibrationError(f"{where}: array(s) {', '.join(unmatched) or 'none'} match no model input; the model inputs "
+                           f"are {', '.join(names)} (name the arrays after the inputs, or save them unnamed, one per "
+                           "input in order, with numpy.savez(path, *arrays))")

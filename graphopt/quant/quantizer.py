@@ -9,14 +9,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from graphopt.errors import GraphoptError
+from graphopt.errors import GraphoptError, OptionError
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node
 from graphopt.ir.types import DType
 from graphopt.ir.value import Value
 from graphopt.ops.quant import quantize
+from graphopt.pipeline.passes import option
 from graphopt.quant.calibration import Statistics
-from graphopt.quant.observers import QParams, affine_qparams, observe_range, symmetric_scales
+from graphopt.quant.observers import METHODS, QParams, affine_qparams, observe_range, symmetric_scales
 from graphopt.quant.placement import Plan
 
 ACTIVATION_DTYPES = {"uint8": DType.uint8, "int8": DType.int8}
@@ -28,12 +29,12 @@ class SchemeOptions:
     `weights` per-channel or per-tensor; `activations` uint8 (asymmetric), int8 (symmetric) or none
     (weight-only); `calib` the range observer; `weight_bits` 8, or 4 with `group_size` (weight-only)."""
 
-    weights: str = "per-channel"
-    activations: str = "uint8"
-    calib: str = "percentile"
-    percentile: float = 99.999
-    weight_bits: int = 8
-    group_size: int = 64
+    weights: str = option("per-channel", choices=("per-channel", "per-tensor"))
+    activations: str = option("uint8", choices=(*ACTIVATION_DTYPES, "none"))
+    calib: str = option("percentile", choices=METHODS)
+    percentile: float = option(99.999, low=50, high=100, low_open=True)
+    weight_bits: int = option(8, choices=(4, 8))
+    group_size: int = option(64, low=1)
 
 
 @dataclass(frozen=True)
@@ -48,14 +49,8 @@ class Scheme(SchemeOptions):
                    weight_max=weight_max)
 
     def __post_init__(self) -> None:
-        if self.weights not in ("per-channel", "per-tensor"):
-            raise GraphoptError(f"weights={self.weights!r}: use per-channel or per-tensor")
-        if self.activations not in (*ACTIVATION_DTYPES, "none"):
-            raise GraphoptError(f"activations={self.activations!r}: use uint8, int8 or none (weight-only)")
-        if self.weight_bits not in (4, 8):
-            raise GraphoptError(f"weight-bits={self.weight_bits}: use 8, or 4 (weight-only, per group)")
         if self.weight_bits == 4 and self.activations != "none":
-            raise GraphoptError("weight-bits=4 is weight-only: add activations=none")
+            raise OptionError("quantize: weight-bits=4 is weight-only: add activations=none")
 
     @property
     def weight_only(self) -> bool:
