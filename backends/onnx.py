@@ -16,7 +16,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from graphopt.errors import GraphoptError
+from graphopt.errors import FileError, GraphoptError, expect_type
+from graphopt.fileio import check_writable
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node
 from graphopt.ir.printer import Namer
@@ -144,6 +145,7 @@ class OnnxEmitter:
 def to_onnx(graph: Graph, path: str | os.PathLike[str] | None = None, *, opset: int = OPSET) -> onnx.ModelProto:
     """Lower `graph` to ONNX; with `path`, also write it there atomically (weights over 1 GiB go to a
     side `<name>.data` file)."""
+    expect_type(graph, Graph, "to_onnx's graph")
     model = OnnxEmitter(graph).build(opset)
     big = sum(t.ByteSize() for t in model.graph.initializer) > EXTERNAL_DATA_BYTES
     if not big:
@@ -157,6 +159,18 @@ def to_onnx(graph: Graph, path: str | os.PathLike[str] | None = None, *, opset: 
 
 def save_model(model: onnx.ModelProto, path: Path, *, external: bool) -> None:
     """Write next to the target, then rename, so a failed write never leaves a partial model."""
+    try:
+        _stage_and_rename(model, path, external)
+    except OSError as e:
+        raise FileError(f"cannot write {path}: {e.strerror or e}") from None
+    if external:  # saving moved the weights out of `model`; read them back so the caller's proto is whole
+        from onnx.external_data_helper import load_external_data_for_model
+
+        load_external_data_for_model(model, str(path.parent))
+
+
+def _stage_and_rename(model: onnx.ModelProto, path: Path, external: bool) -> None:
+    check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
         staged = Path(tmp) / path.name
@@ -170,10 +184,6 @@ def save_model(model: onnx.ModelProto, path: Path, *, external: bool) -> None:
         else:
             onnx.save_model(model, staged)
         os.replace(staged, path)
-    if external:  # saving moved the weights out of `model`; read them back so the caller's proto is whole
-        from onnx.external_data_helper import load_external_data_for_model
-
-        load_external_data_for_model(model, str(path.parent))
 
 
 # --- elementwise ---------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import torch
 import torch.fx
 import torch.nn.functional as F
 
-from graphopt.errors import GraphoptError
+from graphopt.errors import GraphoptError, expect_type
 from graphopt.ir.graph import Graph
 from graphopt.ir.types import DType
 
@@ -69,6 +69,7 @@ def _install(root: torch.nn.Module, path: str, tensor: torch.Tensor, trainable: 
 
 def to_torch(graph: Graph) -> torch.fx.GraphModule:
     """A GraphModule computing `graph`; call it with torch tensors in the graph's input order."""
+    expect_type(graph, Graph, "to_torch's graph")
     problems = unsupported(graph)
     if problems:
         raise GraphoptError("cannot lower to torch:\n  " + "\n  ".join(problems))

@@ -5,6 +5,7 @@ backends load torch and onnx on first use, so `import graphopt` stays fast."""
 
 from graphopt.analysis import Cost, graph_cost
 from graphopt.errors import (
+    ArgumentError,
     FileError,
     GraphoptError,
     InternalError,
@@ -52,6 +53,7 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'graphopt' has no attribute {name!r}")
 
 __all__ = [
+    "ArgumentError",
     "Attr",
     "AttrKind",
     "ChannelRule",

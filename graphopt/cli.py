@@ -199,6 +199,7 @@ def calibration_reads(spec: str | None) -> list[Path]:
 def check_paths(*, reads: list[Path], writes: list[Path], folders: list[Path]) -> None:
     """Before any work: no output may replace an input, a folder, or another output; no input may
     sit in a folder that gets written (compared after resolving links)."""
+    from graphopt.fileio import check_writable
     from graphopt.ir.serialize import is_weights_file_of
 
     resolved_reads = {r.resolve(): r for r in reads}
@@ -207,11 +208,7 @@ def check_paths(*, reads: list[Path], writes: list[Path], folders: list[Path]) -
         if target in resolved_reads:
             raise FileError(f"{w} would overwrite the input {resolved_reads[target]}; choose another output path")
     for w in writes:
-        if w.is_dir():
-            raise FileError(f"output {w} is a folder; give a file path")
-        existing = next(a for a in w.absolute().parents if a.exists())
-        if not existing.is_dir() or not os.access(existing, os.W_OK):
-            raise FileError(f"cannot write {w}: {existing} is {'a file' if not existing.is_dir() else 'not writable'}")
+        check_writable(w)
         for r in resolved_reads:
             if w.suffix == ".gir" and is_weights_file_of(w, r):
                 raise FileError(f"writing {w} would replace the input {resolved_reads[r]} (its weights file); "

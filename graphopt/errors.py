@@ -25,6 +25,10 @@ class UsageError(GraphoptError, ValueError):
     exit_code = EXIT_USAGE
 
 
+class ArgumentError(UsageError, TypeError):
+    """A Python API argument of the wrong kind (a graph expected, a string given, ...)."""
+
+
 class FileError(GraphoptError, OSError):
     """A file or folder that cannot be read or written (missing, unreadable, a directory, an output
     that would replace an input)."""
@@ -91,3 +95,11 @@ def located(error: GraphoptError, where: str) -> GraphoptError:
     """`error` with `where` (a node, a file) put in front of its message; class and exit code kept."""
     error.args = (f"{where}: {error}",)
     return error
+
+
+def expect_type(value: object, kind: type | tuple[type, ...], what: str) -> None:
+    """Raise ArgumentError unless `value` is a `kind`: API misuse named at the call, not deep inside."""
+    if not isinstance(value, kind):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        names = " or ".join(k.__name__ for k in kinds)
+        raise ArgumentError(f"{what} must be a {names}, got {type(value).__name__}")

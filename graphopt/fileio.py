@@ -14,9 +14,7 @@ from graphopt.errors import FileError, GraphoptError
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
     """Call `write` with a binary file object; the result replaces `path` only if it succeeds."""
-    target = Path(path)
-    if target.is_dir():
-        raise FileError(f"cannot write {target}: it is a folder; give a file path")
+    target = check_writable(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -42,3 +40,17 @@ def _new_file_mode() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
+
+
+def check_writable(path: str | os.PathLike[str]) -> Path:
+    """`path` as a Path, or a FileError saying why it cannot be written (a folder, a path under a
+    file, a folder without write permission)."""
+    target = Path(path)
+    if target.is_dir():
+        raise FileError(f"cannot write {target}: it is a folder; give a file path")
+    existing = next(a for a in target.absolute().parents if a.exists())
+    if not existing.is_dir():
+        raise FileError(f"cannot write {target}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK):
+        raise FileError(f"cannot write {target}: the folder {existing} is not writable")
+    return target

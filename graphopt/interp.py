@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from graphopt.errors import GraphoptError, InterpretError, ShapeError
+from graphopt.errors import GraphoptError, InterpretError, ShapeError, expect_type
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node
 from graphopt.ir.types import TensorType, bind_dims, fmt_shape
@@ -91,6 +91,7 @@ class Interpreter:
 
 def interpret(graph: Graph, *inputs: Any) -> list[np.ndarray]:
     """Run `graph` on numpy arrays (or anything np.asarray takes); returns the outputs."""
+    expect_type(graph, Graph, "interpret's graph")
     try:
         return Interpreter(graph).run(*inputs)
     except ShapeError as e:

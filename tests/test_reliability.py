@@ -331,3 +331,20 @@ def test_the_fuzzer_catches_a_converter_that_crashes(monkeypatch: pytest.MonkeyP
     assert report.findings and "planted" in report.findings[0].error
     (finding,) = fuzz.run_campaign(1, only=report.findings[0].mutant).findings  # reproduces alone
     assert finding.mutant == report.findings[0].mutant
+
+
+def test_fuzzer_findings_are_pinned(tmp_path: Path) -> None:
+    """Two mutants the long profile found: an initializer of an element type ONNX does not define,
+    and an attribute string that is not UTF-8. Both pass onnx.checker."""
+    model = one_node(helper.make_node("Add", ["x", "b"], ["y"], "add"), [("x", [2])], {"b": np.ones(2, F32)})
+    model.graph.initializer[0].data_type = 35
+    onnx.checker.check_model(model)
+    with pytest.raises(go.GraphoptError, match="35 is not an ONNX element type"):
+        go.from_onnx(model)
+    model = one_node(helper.make_node("Pad", ["x", "p"], ["y"], "pad", mode="constant"), [("x", [2])],
+                     {"p": np.array([1, 1], np.int64)})
+    model.graph.node[0].attribute[0].s = b"\xe0\x80"
+    onnx.checker.check_model(model)
+    with pytest.raises(go.GraphoptError, match="attribute 'mode' is not UTF-8 text") as info:
+        go.from_onnx(model)
+    assert not isinstance(info.value, go.InternalError)

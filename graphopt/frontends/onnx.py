@@ -17,7 +17,15 @@ import onnx
 from google.protobuf.message import EncodeError
 from onnx import helper, numpy_helper
 
-from graphopt.errors import FileError, GraphoptError, InternalError, ShapeError, UnsupportedError, located
+from graphopt.errors import (
+    FileError,
+    GraphoptError,
+    InternalError,
+    ShapeError,
+    UnsupportedError,
+    expect_type,
+    located,
+)
 from graphopt.ir.graph import Graph
 from graphopt.ir.types import Dim, DType, TensorType
 from graphopt.ir.value import Value, check_finite
@@ -40,9 +48,15 @@ def register_onnx(*op_types: str) -> Callable[[Converter], Converter]:
     return add
 
 
-def load_model(source: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelProto:
+def load_model(source: str | os.PathLike[str] | bytes | onnx.ModelProto) -> onnx.ModelProto:
     if isinstance(source, onnx.ModelProto):
         return source
+    if isinstance(source, bytes):
+        try:
+            return onnx.load_from_string(source)
+        except Exception as e:
+            raise GraphoptError(f"malformed ONNX bytes: {type(e).__name__}: {e}") from None
+    expect_type(source, (str, os.PathLike), "from_onnx's source (a path, bytes or a ModelProto)")
     path = Path(source)
     if not path.exists():
         raise FileError(f"ONNX file {path} does not exist")
@@ -74,6 +88,15 @@ class Attributes(dict[str, Any]):
         raise GraphoptError(f"required attribute {key!r} is missing")
 
 
+def _array(tensor: onnx.TensorProto, what: str) -> np.ndarray:
+    if tensor.data_type not in onnx.TensorProto.DataType.values():
+        raise GraphoptError(f"{what}: {tensor.data_type} is not an ONNX element type")
+    try:
+        return numpy_helper.to_array(tensor)
+    except (ValueError, TypeError, KeyError) as e:  # data that does not fit its declared type and shape
+        raise GraphoptError(f"{what}: cannot read its data ({type(e).__name__}: {e})") from None
+
+
 def _describe(array: np.ndarray) -> str:
     return f"{array.dtype}{list(array.shape)}"
 
@@ -97,7 +120,10 @@ class OnnxImporter:
         out = Attributes()
         for a in node.attribute:
             v = helper.get_attribute_value(a)
-            out[a.name] = v.decode() if isinstance(v, bytes) else v
+            try:
+                out[a.name] = v.decode() if isinstance(v, bytes) else v
+            except UnicodeDecodeError:
+                raise GraphoptError(f"attribute {a.name!r} is not UTF-8 text: {v!r}") from None
         return out
 
     def has(self, node: onnx.NodeProto, index: int) -> bool:
@@ -187,7 +213,7 @@ class OnnxImporter:
     def run(self) -> Graph:
         g = self.model.graph
         for init in g.initializer:
-            data = numpy_helper.to_array(init)
+            data = _array(init, f"initializer {init.name!r}")
             check_finite(data, f"initializer {init.name!r}")
             self.consts[init.name] = data
         for vi in g.input:
@@ -282,13 +308,13 @@ def _dtype(elem_type: int, what: str) -> DType:
         raise UnsupportedError(f"{what}: ONNX element type {name} is not supported") from None
 
 
-def from_onnx(source: str | os.PathLike[str] | onnx.ModelProto) -> Graph:
-    """Import an ONNX model (file path or ModelProto)."""
+def from_onnx(source: str | os.PathLike[str] | bytes | onnx.ModelProto) -> Graph:
+    """Import an ONNX model (file path, serialized bytes or ModelProto)."""
     from graphopt.frontends import onnx_ops  # noqa: F401  (registers the converters)
 
     model = load_model(source)
     try:  # a file is checked from disk: the checker cannot serialize a model over 2 GB in memory
-        onnx.checker.check_model(model if isinstance(source, onnx.ModelProto) else str(source))
+        onnx.checker.check_model(str(source) if isinstance(source, str | os.PathLike) else model)
     except onnx.checker.ValidationError as e:
         raise GraphoptError(f"malformed ONNX model: {str(e).strip().splitlines()[0]}") from None
     except (ValueError, EncodeError):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from graphopt.errors import FileError
+from graphopt.errors import FileError, expect_type
 from graphopt.fileio import atomic_write
 from graphopt.ir.graph import Graph
 from graphopt.ir.parser import parse
@@ -47,6 +47,7 @@ def is_weights_file_of(gir: str | os.PathLike[str], candidate: str | os.PathLike
 
 def save(graph: Graph, path: str | os.PathLike[str]) -> Path:
     """Write `path` (text IR) and, when parameters are too large to inline, its weights file."""
+    expect_type(graph, Graph, "save's graph")
     path = Path(path)
     external = {key: p.data for key, p in external_parameters(graph) if p.data is not None}
     old_weights = weights_path(path) if path.exists() else None

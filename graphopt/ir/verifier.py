@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from graphopt.errors import GraphoptError, VerifyError
+from graphopt.errors import GraphoptError, VerifyError, expect_type
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node
 from graphopt.ir.printer import format_node
@@ -15,6 +15,7 @@ from graphopt.ir.value import Value
 
 def verify(graph: Graph) -> None:
     """Raise VerifyError listing every broken invariant of `graph`."""
+    expect_type(graph, Graph, "verify's graph")
     problems = find_problems(graph)
     if problems:
         raise VerifyError(problems)

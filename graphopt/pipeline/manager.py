@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from graphopt.errors import GraphoptError, InternalError, PipelineError, VerifyError
+from graphopt.errors import GraphoptError, InternalError, PipelineError, VerifyError, expect_type
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node
 from graphopt.ir.verifier import verify as verify_graph
@@ -93,6 +93,10 @@ class PipelineResult:
 class PassManager:
     def __init__(self, passes: Sequence[Pass] | str, *, verify: bool = True,
                  instruments: Sequence[Instrument] = ()) -> None:
+        if not isinstance(passes, str):
+            expect_type(passes, (list, tuple), "a pipeline (a string, or a list of Pass objects)")
+            for p in passes:
+                expect_type(p, Pass, "each pipeline step")
         self.passes = parse_pipeline(passes) if isinstance(passes, str) else list(passes)
         self.verify = verify
         self.instruments = list(instruments)
@@ -154,6 +158,7 @@ def run_pipeline(graph: Graph, pipeline: str | Sequence[Pass], *, verify: bool =
                  change_limit: int | None = None, **options: Any) -> PipelineResult:
     """Run `pipeline` on a copy of `graph` (or on `graph` itself with in_place=True).
     Keyword options reach the passes through ctx.get (e.g. calibration=...)."""
+    expect_type(graph, Graph, "run_pipeline's graph")
     manager = PassManager(pipeline, verify=verify, instruments=instruments)
     target = graph if in_place else graph.clone()
     return manager.run(target, change_limit=change_limit, **options)
