@@ -348,3 +348,12 @@ def test_fuzzer_findings_are_pinned(tmp_path: Path) -> None:
     with pytest.raises(go.GraphoptError, match="attribute 'mode' is not UTF-8 text") as info:
         go.from_onnx(model)
     assert not isinstance(info.value, go.InternalError)
+
+
+def test_onnx_text_fields_that_are_not_utf8_are_refused() -> None:
+    """A fuzzer finding: protobuf returns a non-UTF-8 string field as bytes."""
+    model = one_node(helper.make_node("Relu", ["x"], ["y"], "relu"), [("x", [2])], {})
+    data = model.SerializeToString().replace(b"\x03one", b"\x03o\x88e")  # the graph's name
+    with pytest.raises(go.GraphoptError, match="graph name is not UTF-8 text") as info:
+        go.from_onnx(data)
+    assert not isinstance(info.value, go.InternalError)

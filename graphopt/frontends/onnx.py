@@ -293,6 +293,22 @@ class OnnxImporter:
                     check_finite(self.consts[name], f"{where}: value")
         return True
 
+def _check_text(model: onnx.ModelProto) -> None:
+    """protobuf hands back a string field that is not UTF-8 as bytes: refuse the file naming it."""
+    g = model.graph
+    fields = [("graph name", g.name)] + [(f"tensor name {i}", v.name) for i, v in
+                                          enumerate([*g.input, *g.output, *g.initializer, *g.value_info])]
+    for i, node in enumerate(g.node):
+        fields += [(f"node {i} {what}", text) for what, text in
+                   [("name", node.name), ("op_type", node.op_type), ("domain", node.domain),
+                    *((f"input {j}", t) for j, t in enumerate(node.input)),
+                    *((f"output {j}", t) for j, t in enumerate(node.output)),
+                    *((f"attribute {j} name", a.name) for j, a in enumerate(node.attribute))]]
+    for what, text in fields:
+        if not isinstance(text, str):
+            raise GraphoptError(f"malformed ONNX model: the {what} is not UTF-8 text: {text!r}")
+
+
 def _identifier(name: str) -> str:
     cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
     return cleaned if cleaned.isidentifier() else ""
@@ -319,6 +335,7 @@ def from_onnx(source: str | os.PathLike[str] | bytes | onnx.ModelProto) -> Graph
         raise GraphoptError(f"malformed ONNX model: {str(e).strip().splitlines()[0]}") from None
     except (ValueError, EncodeError):
         pass  # a ModelProto over 2 GB: the importer does not need the checker's serialization
+    _check_text(model)
     importer = OnnxImporter(model)
     if importer.opset < 11:
         raise UnsupportedError(f"ONNX opset {importer.opset} is older than 11; convert it with "
