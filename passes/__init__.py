@@ -12,6 +12,7 @@ from graphopt.passes import (  # noqa: F401  (registration)
     fold_bn,
     fold_constants,
     fuse_activation,
+    prune,
     quantize,
     remove_identity,
 )

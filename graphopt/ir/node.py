@@ -78,6 +78,11 @@ class Node:
     def prev(self) -> Node | None:
         return self._prev
 
+    def named(self, names: Sequence[str]) -> bool:
+        """True when one of `names` is this node's op kind, its `loc` (a torch module path or ONNX
+        node name), or a prefix of its `loc` ending at a dot: how users name layers in `skip=[...]`."""
+        return any(s == self.op or s == self.loc or self.loc.startswith(s + ".") for s in names)
+
     @property
     def where(self) -> str:
         """A short description for error messages: the op and its provenance."""

@@ -86,7 +86,7 @@ def _sample_reshape(s: Sampler) -> Any:
 
 
 define("reshape", _reshape, lambda x, shape: np.reshape(x, shape), attrs={"shape": attr_dims()},
-       sample=_sample_reshape)
+       sample=_sample_reshape, channel=ChannelRule.RESHAPE)
 
 
 def _flatten(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType:
@@ -114,7 +114,7 @@ def _sample_flatten(s: Sampler) -> Any:
 
 
 define("flatten", _flatten, flatten, attrs={"start_dim": attr_int(0), "end_dim": attr_int(-1)},
-       sample=_sample_flatten)
+       sample=_sample_flatten, channel=ChannelRule.RESHAPE)
 
 
 def _permute(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType:
@@ -131,7 +131,7 @@ def _sample_permute(s: Sampler) -> Any:
 
 
 define("permute", _permute, lambda x, dims: np.transpose(x, dims), attrs={"dims": attr_ints()},
-       sample=_sample_permute)
+       sample=_sample_permute, channel=ChannelRule.PERMUTE)
 
 
 def _unsqueeze(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType:
@@ -141,7 +141,7 @@ def _unsqueeze(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorT
 
 
 define("unsqueeze", _unsqueeze, lambda x, dim: np.expand_dims(x, dim % (x.ndim + 1)),
-       attrs={"dim": attr_int()})
+       attrs={"dim": attr_int()}, channel=ChannelRule.RESHAPE)
 
 
 def squeezed_axes(t: TensorType, dims: tuple[int, ...] | None) -> tuple[int, ...]:
@@ -160,7 +160,7 @@ def squeeze(x: np.ndarray, dims: tuple[int, ...] | None) -> np.ndarray:
     return np.squeeze(x, squeezed_axes(TensorType.of_array(x), dims))
 
 
-define("squeeze", _squeeze, squeeze, attrs={"dims": attr_ints(None)})
+define("squeeze", _squeeze, squeeze, attrs={"dims": attr_ints(None)}, channel=ChannelRule.RESHAPE)
 
 
 def expand_shape(src: Shape, target: Sequence[Dim]) -> Shape:
@@ -185,7 +185,7 @@ def expand(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 define("expand", lambda ts, a: ts[0].with_shape(expand_shape(ts[0].shape, a["shape"])), expand,
-       attrs={"shape": attr_dims()})
+       attrs={"shape": attr_dims()}, channel=ChannelRule.ELEMENTWISE)
 
 
 def _repeat(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType:
@@ -275,7 +275,8 @@ def slice_(x: np.ndarray, dim: int, start: int | None, end: int | None, step: in
 
 
 define("slice", _slice, slice_,
-       attrs={"dim": attr_int(0), "start": attr_int(None), "end": attr_int(None), "step": attr_int(1)})
+       attrs={"dim": attr_int(0), "start": attr_int(None), "end": attr_int(None), "step": attr_int(1)},
+       channel=ChannelRule.NORMALIZE)
 
 
 def _select(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType:
@@ -288,7 +289,7 @@ def _select(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType
 
 
 define("select", _select, lambda x, dim, index: np.take(x, index, axis=dim),
-       attrs={"dim": attr_int(), "index": attr_int()})
+       attrs={"dim": attr_int(), "index": attr_int()}, channel=ChannelRule.REDUCE)
 
 
 def _need_int_index(t: TensorType) -> None:
@@ -331,7 +332,7 @@ def _index_select(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> Tens
 
 
 define("index_select", _index_select, lambda x, i, dim: np.take(x, i, axis=dim),
-       attrs={"dim": attr_int()}, arity=(2, 2))
+       attrs={"dim": attr_int()}, arity=(2, 2), channel=ChannelRule.NORMALIZE)
 
 
 def _gather(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType:
@@ -372,7 +373,8 @@ def pad(x: np.ndarray, pad: tuple[int, ...], mode: str, value: float) -> np.ndar
 
 
 define("pad", _pad, pad,
-       attrs={"pad": attr_ints(), "mode": attr_str("constant", *_PAD_MODES), "value": attr_float(0.0)})
+       attrs={"pad": attr_ints(), "mode": attr_str("constant", *_PAD_MODES), "value": attr_float(0.0)},
+       channel=ChannelRule.ELEMENTWISE)
 
 
 def _check_axes(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType:
@@ -383,8 +385,10 @@ def _check_axes(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> Tensor
 
 define("roll", _check_axes, lambda x, shifts, dims: np.roll(x, shifts, axis=dims),
        attrs={"shifts": attr_ints(), "dims": attr_ints()},
-       verify=lambda ts, a: [] if len(a["shifts"]) == len(a["dims"]) else ["shifts and dims differ in length"])
-define("flip", _check_axes, lambda x, dims: np.flip(x, axis=dims), attrs={"dims": attr_ints()})
+       verify=lambda ts, a: [] if len(a["shifts"]) == len(a["dims"]) else ["shifts and dims differ in length"],
+       channel=ChannelRule.NORMALIZE)
+define("flip", _check_axes, lambda x, dims: np.flip(x, axis=dims), attrs={"dims": attr_ints()},
+       channel=ChannelRule.NORMALIZE)
 
 
 # --- einsum -------------------------------------------------------------------------------------------

@@ -277,7 +277,7 @@ def matmul_macs(ins: Sequence[TensorType], outs: Sequence[TensorType], attrs: Ma
     return numel(outs[0].shape) * numel(ins[0].shape[-1:])
 
 
-define("matmul", _matmul, np.matmul, arity=(2, 2), macs=matmul_macs)
+define("matmul", _matmul, np.matmul, arity=(2, 2), macs=matmul_macs, channel=ChannelRule.MATMUL)
 
 
 # --- normalization -------------------------------------------------------------------------------------
@@ -346,7 +346,7 @@ def _sample_layer_norm(s: Sampler) -> Any:
 
 
 define("layer_norm", _layer_norm, layer_norm, arity=(1, 3), sample=_sample_layer_norm,
-       attrs={"normalized_shape": attr_ints(), "eps": attr_float(1e-5)})
+       attrs={"normalized_shape": attr_ints(), "eps": attr_float(1e-5)}, channel=ChannelRule.NORMALIZE)
 
 
 def _group_norm(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType:
@@ -523,7 +523,7 @@ def scaled_dot_product_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray,
 define("scaled_dot_product_attention", _sdpa, scaled_dot_product_attention, arity=(3, 4),
        attrs={"is_causal": attr_bool(False), "scale": attr_float(None)},
        macs=lambda ins, outs, a: 2 * numel(outs[0].shape[:-1]) * numel(ins[1].shape[-2:-1])
-       * numel(ins[0].shape[-1:]))
+       * numel(ins[0].shape[-1:]), channel=ChannelRule.ATTENTION)
 
 
 def _embedding(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType:
@@ -535,7 +535,7 @@ def _embedding(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorT
     return w.with_shape((*idx.shape, w.shape[1]))
 
 
-define("embedding", _embedding, lambda idx, w: w[idx], arity=(2, 2),
+define("embedding", _embedding, lambda idx, w: w[idx], arity=(2, 2), channel=ChannelRule.EMBEDDING,
        doc="embedding(indices, weight): rows of weight picked by indices (torch.nn.functional order).")
 
 

@@ -20,7 +20,7 @@ from graphopt.ops.common import (
     is_float,
     need_float,
 )
-from graphopt.ops.registry import Sampler
+from graphopt.ops.registry import ChannelRule, Sampler
 
 
 def reduced_axes(t: TensorType, dims: tuple[int, ...] | None) -> tuple[int, ...]:
@@ -58,7 +58,7 @@ def reduction(name: str, fn: Callable[..., np.ndarray], *, result: DType | None 
         return fn(x, axis=None if dims is None else tuple(dims), keepdims=keepdim, **kw)
 
     attrs = {"dims": attr_ints(None), "keepdim": attr_bool(False), **(extra or {})}
-    define(name, infer, reference, attrs=attrs, sample=sample)
+    define(name, infer, reference, attrs=attrs, sample=sample, channel=ChannelRule.REDUCE)
 
 
 def vector_norm(x: np.ndarray, axis: Any, keepdims: bool, ord: float) -> np.ndarray:
@@ -119,7 +119,7 @@ def _sample_last_axis(s: Sampler) -> Any:
     return None if x is None else ([x], {"dim": -1})
 
 
-define("softmax", _along_axis, softmax, attrs={"dim": attr_int()}, sample=_sample_last_axis)
-define("log_softmax", _along_axis, log_softmax, attrs={"dim": attr_int()})
+define("softmax", _along_axis, softmax, attrs={"dim": attr_int()}, sample=_sample_last_axis, channel=ChannelRule.NORMALIZE)
+define("log_softmax", _along_axis, log_softmax, attrs={"dim": attr_int()}, channel=ChannelRule.NORMALIZE)
 define("cumsum", _along_axis, lambda x, dim: np.cumsum(x, axis=dim, dtype=x.dtype),
-       attrs={"dim": attr_int()})
+       attrs={"dim": attr_int()}, channel=ChannelRule.NORMALIZE)

@@ -93,6 +93,13 @@ class ChannelRule(StrEnum):
     NORM = "norm"  # per-channel parameters (operands 1..) follow the data's channel axis
     CONCAT = "concat"  # result channels are the operands' channels laid end to end
     SPLIT = "split"  # each result takes a contiguous range of the operand's channels
+    RESHAPE = "reshape"  # same elements, new shape: merged or split axes map by their outermost axis
+    PERMUTE = "permute"  # result axis i is operand axis dims[i]
+    REDUCE = "reduce"  # the `dims` (or `dim`) axes are reduced or indexed away (size 1 with keepdim); others map
+    NORMALIZE = "normalize"  # along `dim`, `dims` or the normalized_shape axes values mix or move: barriers there
+    MATMUL = "matmul"  # batch axes map through, rows and columns to the result, the contracted axis pairs up
+    ATTENTION = "attention"  # q, k, v and the result share batch and head axes; q/k and v/result pair up
+    EMBEDDING = "embedding"  # the table's columns are the result's last axis
     OPAQUE = "opaque"  # unknown: pruning treats the op as a barrier
 
 

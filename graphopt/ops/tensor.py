@@ -12,6 +12,7 @@ import numpy as np
 from graphopt.errors import ShapeError
 from graphopt.ir.types import DType, TensorType, fmt_shape
 from graphopt.ops.common import attr_dims, attr_dtype, attr_float, define
+from graphopt.ops.registry import ChannelRule
 
 
 def _full(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType:
@@ -52,4 +53,4 @@ def cast(x: np.ndarray, dtype: DType) -> np.ndarray:
 
 
 define("to", lambda ts, a: ts[0].with_dtype(a["dtype"]), cast, attrs={"dtype": attr_dtype()},
-       doc="Convert to `dtype` (torch's Tensor.to / ONNX Cast).")
+       doc="Convert to `dtype` (torch's Tensor.to / ONNX Cast).", channel=ChannelRule.ELEMENTWISE)

@@ -83,11 +83,7 @@ def candidate_layers(graph: Graph, target: Profile, skip: Iterable[str] = ()) ->
             return table.is_parameter and table.data is not None and table.dtype in FLOAT
         return n.op in target.layers and n.result.dtype in FLOAT and all(o.dtype in FLOAT for o in n.operands)
 
-    return [n for n in graph if quantizable(n) and not skipped(n, skip)]
-
-
-def skipped(node: Node, skip: tuple[str, ...]) -> bool:
-    return any(s == node.op or s == node.loc or node.loc.startswith(s + ".") for s in skip)
+    return [n for n in graph if quantizable(n) and not n.named(skip)]
 
 
 def activation_operands(node: Node) -> list[Value]:

@@ -1,0 +1,300 @@
+"""prune: structural pruning of channels, attention heads and conv groups on the channel analysis.
+
+The channel-groups analysis (graphopt.analysis.channels) finds the units that must go together;
+this pass scores each unit (`criterion`), picks how many units each group keeps (`ratio` of each
+group, or the `macs` fraction of the whole model, `uniform` per group or `global` across groups,
+kept channel counts rounded up to `round-to`), and rewrites the graph: every parameter in a unit
+loses those rows, every reshape target, conv group count and norm group count shrinks with them,
+and every result type is re-inferred and checked against the expected one.
+
+Contract: masked -- the pruned graph computes exactly what the original computes with the weight
+columns that read the removed channels set to zero (PruneSummary.masked lists them);
+graphopt.testing.pruning checks it on generated graphs and real models."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from graphopt.analysis.channels import ChannelAnalysis, ChannelGroup, ChannelGroups, Key
+from graphopt.analysis.cost import graph_cost
+from graphopt.errors import InternalError, OptionError
+from graphopt.ir.graph import Graph
+from graphopt.ir.node import Node
+from graphopt.ir.types import TensorType
+from graphopt.ops import get_op
+from graphopt.pipeline import Contract, Pass, PassContext, PassResult, option, register_pass
+
+CRITERIA = ("l1", "l2", "bn-scale", "random")
+
+
+@dataclass
+class GroupReport:
+    """One channel group: its layers, channels before and after, and mean importance, or why it
+    was left alone."""
+
+    name: str
+    channels_before: int
+    channels_after: int
+    units: int
+    importance: float | None = None
+    left_alone: str | None = None
+
+
+@dataclass
+class PruneSummary:
+    """What prune did: each group's report, the cost before and after, and `masked`, the weight
+    columns (parameter index in the original graph, axis, indices) the masked model zeroes."""
+
+    spec: str
+    groups: list[GroupReport]
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+    masked: list[tuple[int, int, list[int]]] = field(default_factory=list)
+
+    def line(self) -> str:
+        pruned = sum(1 for g in self.groups if g.channels_after < g.channels_before)
+        alone = sum(1 for g in self.groups if g.left_alone)
+        share = self.macs_after / max(self.macs_before, 1)
+        return (f"prune: MACs {self.macs_before:,} -> {self.macs_after:,} ({share:.1%}), "
+                f"parameters {self.params_before:,} -> {self.params_after:,}; {pruned} group(s) pruned, "
+                f"{alone} left alone")
+
+
+def default_round_to() -> int:
+    """Channel counts the CPU's vector width runs without a remainder: 16 floats with AVX-512, else 8."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return 16 if " avx512f" in f.read(1 << 16) else 8
+    except OSError:
+        return 8
+
+
+@register_pass
+@dataclass(frozen=True)
+class Prune(Pass):
+    """Structural pruning: remove the least important channels, heads and conv groups."""
+
+    name = "prune"
+    contract = Contract("masked", idempotent=False)
+    ratio: float | None = option(None, low=0, high=1, low_open=True)  # of each group's units
+    macs: float | None = option(None, low=0, high=1, low_open=True)  # fraction of the model's MACs to keep
+    criterion: str = option("l1", choices=CRITERIA)
+    allocation: str = option("uniform", choices=("uniform", "global"))
+    round_to: int = option(0, low=0)  # 0: the machine's vector width (16 with AVX-512, else 8)
+    min_channels: int = option(1, low=1)
+    heads: bool = True  # whole attention heads (and conv groups) may go
+    skip: tuple[str, ...] = ()
+    seed: int = option(0, low=0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if (self.ratio is None) == (self.macs is None):
+            raise OptionError("prune: give exactly one of ratio= (of each group) or macs= (of the model to keep)")
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        analysis: ChannelAnalysis = ctx.analysis(ChannelGroups, graph)
+        cost = graph_cost(graph)
+        candidates, reports = self._candidates(analysis)
+        scores = {id(g): self._scores(g, analysis) for g in candidates}
+        if self.ratio is not None:
+            removed = self._removal(candidates, scores, self.ratio)
+        else:
+            removed = self._fit_macs(graph, analysis, candidates, scores, cost.macs * self.macs)  # type: ignore[operator]
+        kept = _kept_indices(analysis, removed)
+        summary = PruneSummary(self.spec(), [], cost.macs, cost.macs, cost.params, cost.params,
+                               _masked_columns(graph, analysis, kept))
+        for g in candidates:
+            gone = removed.get(id(g), [])
+            n = len(g.units)
+            summary.groups.append(GroupReport(g.name, n * g.width, (n - len(gone)) * g.width, n,
+                                              float(np.mean(scores[id(g)])) if n else None))
+        summary.groups += reports
+        if not any(removed.values()) or not ctx.allow(f"prune {sum(map(bool, removed.values()))} group(s)"):
+            return PassResult(False, details=summary)
+        apply_pruning(graph, kept)
+        after = graph_cost(graph)
+        summary.macs_after, summary.params_after = after.macs, after.params
+        return PassResult(True, details=summary)
+
+    # --- which groups, how important ------------------------------------------------------------------
+    def _candidates(self, analysis: ChannelAnalysis) -> tuple[list[ChannelGroup], list[GroupReport]]:
+        candidates, reports = [], []
+        for g in analysis.groups:
+            if not g.producers:
+                continue
+            n = len(g.units)
+            why = g.frozen
+            if why is None and any(p.named(self.skip) for p in g.producers):
+                why = "skip="
+            if why is None and g.width > 1 and not self.heads:
+                why = "heads=false"
+            if why is None and n <= 1:
+                why = "a single unit"
+            if why is None:
+                candidates.append(g)
+            else:
+                reports.append(GroupReport(g.name, n * g.width, n * g.width, n, left_alone=why))
+        return candidates, reports
+
+    def _scores(self, group: ChannelGroup, analysis: ChannelAnalysis) -> np.ndarray:
+        if self.criterion == "random":
+            return np.random.default_rng([self.seed, len(group.units)]).random(len(group.units))
+        wanted = ("scale",) if self.criterion == "bn-scale" else ("produce", "consume")
+        keys = [k for k in group.keys if analysis.roles.get(k) in wanted]
+        if not keys and self.criterion == "bn-scale":  # no norm in the group: magnitude instead
+            keys = [k for k in group.keys if analysis.roles.get(k) in ("produce", "consume")]
+        scores = np.zeros(len(group.units))
+        for key in keys:
+            data = analysis.values[key[0]].data
+            if data is None:
+                continue
+            data = np.abs(data.astype(np.float64))
+            if self.criterion == "l2":
+                data = data * data
+            per_index = data.sum(axis=tuple(a for a in range(data.ndim) if a != key[1]))
+            scores += np.array([per_index[u.indices[key]].sum() for u in group.units])
+        return np.sqrt(scores) if self.criterion == "l2" else scores
+
+    # --- how many units each group keeps --------------------------------------------------------------
+    def _keep_count(self, group: ChannelGroup, keep: int) -> int:
+        n = len(group.units)
+        round_to = self.round_to or default_round_to()
+        if group.width == 1 and round_to > 1:
+            keep = math.ceil(keep / round_to) * round_to
+        return max(1, min(n, max(keep, math.ceil(self.min_channels / group.width))))
+
+    def _removal(self, groups: list[ChannelGroup], scores: dict[int, np.ndarray], ratio: float) -> dict[int, list[int]]:
+        """For each group, the units to remove at `ratio` (the lowest scores)."""
+        if self.allocation == "global":
+            normalized = {k: s / max(float(s.mean()), 1e-12) for k, s in scores.items()}
+            pooled = np.concatenate(list(normalized.values())) if normalized else np.zeros(0)
+            threshold = np.quantile(pooled, ratio) if pooled.size else 0.0
+            keeps = {id(g): int((normalized[id(g)] > threshold).sum()) for g in groups}
+        else:
+            keeps = {id(g): len(g.units) - math.floor(ratio * len(g.units)) for g in groups}
+        removed = {}
+        for g in groups:
+            keep = self._keep_count(g, keeps[id(g)])
+            order = np.argsort(scores[id(g)], kind="stable")
+            removed[id(g)] = sorted(order[: len(g.units) - keep].tolist())
+        return removed
+
+    def _fit_macs(self, graph: Graph, analysis: ChannelAnalysis, groups: list[ChannelGroup],
+                  scores: dict[int, np.ndarray], budget: float) -> dict[int, list[int]]:
+        """The smallest ratio whose pruned model fits `budget` MACs (bisection; MACs fall with the ratio)."""
+        lo, hi = 0.0, 1.0
+        best = self._removal(groups, scores, 1.0 - 1e-9)
+        for _ in range(20):
+            mid = (lo + hi) / 2
+            removal = self._removal(groups, scores, mid)
+            if pruned_macs(graph, _kept_indices(analysis, removal)) <= budget:
+                best, hi = removal, mid
+            else:
+                lo = mid
+        return best
+
+
+def _kept_indices(analysis: ChannelAnalysis, removed: dict[int, list[int]]) -> dict[Key, np.ndarray]:
+    """For every (value, axis) that loses elements, the indices it keeps."""
+    gone: dict[Key, set[int]] = {}
+    for g in analysis.groups:
+        for u in removed.get(id(g), []):
+            for key, idx in g.units[u].indices.items():
+                gone.setdefault(key, set()).update(idx)
+    kept = {}
+    for key, drop in gone.items():
+        size = analysis.values[key[0]].shape[key[1]]
+        kept[key] = np.array([i for i in range(size) if i not in drop], dtype=np.int64)  # type: ignore[arg-type]
+    return kept
+
+
+def _masked_columns(graph: Graph, analysis: ChannelAnalysis,
+                    kept: dict[Key, np.ndarray]) -> list[tuple[int, int, list[int]]]:
+    index = {id(p): i for i, p in enumerate(graph.parameters)}
+    out = []
+    for key, keep in kept.items():
+        if analysis.roles.get(key) == "consume" and key[0] in index:
+            size = analysis.values[key[0]].shape[key[1]]
+            out.append((index[key[0]], key[1], sorted(set(range(size)) - set(keep.tolist()))))  # type: ignore[arg-type]
+    return out
+
+
+def _by_value(kept: dict[Key, np.ndarray]) -> dict[int, dict[int, np.ndarray]]:
+    out: dict[int, dict[int, np.ndarray]] = {}
+    for (vid, axis), keep in kept.items():
+        out.setdefault(vid, {})[axis] = keep
+    return out
+
+
+def _new_types(graph: Graph, kept: dict[Key, np.ndarray]) -> dict[int, TensorType]:
+    """The type of every value that changes."""
+    axes = _by_value(kept)
+    values = [*graph.inputs, *graph.parameters, *(r for n in graph for r in n.results)]
+    return {id(v): v.type.with_shape(tuple(len(axes[id(v)][a]) if a in axes[id(v)] else d
+                                           for a, d in enumerate(v.shape)))
+            for v in values if id(v) in axes}
+
+
+def _new_attrs(node: Node, types: dict[int, TensorType]) -> dict[str, Any]:
+    """Attributes that name sizes follow the new types: reshape targets, group counts, split sizes."""
+    attrs = dict(node.attrs)
+    def type_of(v: Any) -> TensorType:
+        return types.get(id(v), v.type)
+
+    if node.op in ("reshape", "expand"):
+        out = type_of(node.result)
+        attrs["shape"] = tuple(d if not isinstance(d, int) or d == -1 else out.shape[i]
+                               for i, d in enumerate(node.attrs["shape"]))
+    if "groups" in attrs and attrs["groups"] > 1:
+        before, after = node.operands[0].shape[1], type_of(node.operands[0]).shape[1]
+        attrs["groups"] = attrs["groups"] * after // before  # type: ignore[operator]
+    if "num_groups" in attrs:
+        before, after = node.operands[0].shape[1], type_of(node.operands[0]).shape[1]
+        attrs["num_groups"] = attrs["num_groups"] * after // before  # type: ignore[operator]
+    if node.op == "split":
+        attrs["split_sizes"] = tuple(type_of(r).shape[attrs["dim"] % r.type.rank] for r in node.results)
+    return attrs
+
+
+def pruned_macs(graph: Graph, kept: dict[Key, np.ndarray]) -> int:
+    """MACs of the graph these kept indices would give, without rewriting it."""
+    types = _new_types(graph, kept)
+    total = 0
+    for node in graph:
+        opdef = get_op(node.op, node.loc)
+        if opdef.macs is not None:
+            total += opdef.macs([types.get(id(v), v.type) for v in node.operands],
+                                [types.get(id(r), r.type) for r in node.results], _new_attrs(node, types))
+    return total
+
+
+def apply_pruning(graph: Graph, kept: dict[Key, np.ndarray]) -> None:
+    """Slice every parameter and retype every value; each node's re-inferred types must match."""
+    types = _new_types(graph, kept)
+    axes = _by_value(kept)
+    touched = [n for n in graph if any(id(v) in types for v in (*n.operands, *n.results))]
+    attrs_of = {id(n): _new_attrs(n, types) for n in touched}  # from the old types, before any changes
+    for p in graph.parameters:
+        if id(p) in types and p.data is not None:
+            data = p.data
+            for axis, keep in axes[id(p)].items():
+                data = np.take(data, keep, axis=axis)
+            p.type = types[id(p)]
+            p.data = np.ascontiguousarray(data)
+    for node in touched:
+        attrs = attrs_of[id(node)]
+        opdef = get_op(node.op, node.loc)
+        inferred = opdef.infer_types([v.type for v in node.operands], attrs, node.where)
+        expected = [types.get(id(r), r.type) for r in node.results]
+        if inferred != expected:
+            raise InternalError(f"{node.where}: pruning expected {', '.join(map(str, expected))}, the op infers "
+                                f"{', '.join(map(str, inferred))}; this is a bug in the channel analysis")
+        node.attrs = attrs
+        for r, t in zip(node.results, expected):
+            r.type = t
