@@ -126,6 +126,7 @@ def cmd_opt(args: argparse.Namespace) -> None:
     from graphopt.analysis import graph_cost
     from graphopt.pipeline import DumpToFolder, PrintAfter, Timing, run_pipeline
     from graphopt.pipeline.spec import parse_pipeline
+    from graphopt.report import prune_plot_path
 
     out = Path(args.output)
     if out.suffix not in (".gir", ".onnx"):
@@ -137,7 +138,7 @@ def cmd_opt(args: argparse.Namespace) -> None:
                          f"({', '.join(p.name for p in passes) or 'empty'})")
     report = Path(args.report) if args.report else out.with_suffix(".report.md")
     check_paths(reads=model_reads(args.model) + calibration_reads(args.calibration),
-                writes=[*model_writes(out), report, report.with_suffix(".png")],
+                writes=[*model_writes(out), report, report.with_suffix(".png"), prune_plot_path(report)],
                 folders=[Path(args.dump)] if args.dump else [])
     graph = load_model(args.model, args.input_shape, args.dynamic_batch)
     options = {}
@@ -156,18 +157,28 @@ def cmd_opt(args: argparse.Namespace) -> None:
     write_model(result.graph, out)
     print(result.report())
     print(f"wrote {out}")
-    summary = next((r.details for r in result.records if r.spec.startswith("quantize")), None)
-    if summary is not None:
-        from graphopt.quant.report import write_report
+    sections = []
+    for record in result.records:
+        if record.spec.startswith("prune") and record.details is not None:
+            from graphopt.report import prune_section
 
-        fusion = None
-        if out.suffix == ".onnx":
-            from graphopt.backends.ort_fusion import check_fusion
+            print(record.details.line())
+            sections.append(prune_section(report, record.details))
+        if record.spec.startswith("quantize") and record.details is not None:
+            from graphopt.quant.report import quantize_section
 
-            fusion = check_fusion(out, summary.float)
-        written = write_report(report, model=args.model, weight_bytes=weight_bytes, after=result.graph, summary=summary,
-                               fusion=fusion, samples=len(options["calibration"]) if "calibration" in options else 0)
-        print(f"wrote {written}")
+            fusion = None
+            if out.suffix == ".onnx":
+                from graphopt.backends.ort_fusion import check_fusion
+
+                fusion = check_fusion(out, record.details.float)
+            sections.append(quantize_section(report, weight_bytes=weight_bytes, after=result.graph,
+                                             summary=record.details, fusion=fusion,
+                                             samples=len(options["calibration"]) if "calibration" in options else 0))
+    if sections:
+        from graphopt.report import write_report
+
+        print(f"wrote {write_report(report, args.model, sections)}")
 
 
 def model_reads(spec: str) -> list[Path]:
@@ -268,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--no-verify", action="store_true", help="skip verification after each pass")
     opt.add_argument("--calibration", metavar="DATA", help="calibration inputs for quantize: an .npz (arrays named "
                      "after the model inputs, samples along axis 0) or a folder of .npy/.npz files")
-    opt.add_argument("--report", metavar="FILE.md", help="quantization report (default: next to the output)")
+    opt.add_argument("--report", metavar="FILE.md", help="the report of prune and quantize (default: next to the output)")
     opt.add_argument("--print-after", nargs="*", metavar="PASS", help="print the IR after these passes")
     opt.add_argument("--dump", metavar="DIR", help="save the IR before and after every pass in DIR")
     opt.add_argument("-q", "--quiet", action="store_true", help="no per-pass progress lines")

@@ -56,6 +56,7 @@ class PruneSummary:
     params_before: int
     params_after: int
     masked: list[tuple[int, int, list[int]]] = field(default_factory=list)
+    kept: dict[str, dict[int, list[int]]] = field(default_factory=dict)  # parameter name -> axis -> kept indices
 
     def line(self) -> str:
         pruned = sum(1 for g in self.groups if g.channels_after < g.channels_before)
@@ -108,7 +109,7 @@ class Prune(Pass):
             removed = self._fit_macs(graph, analysis, candidates, scores, cost.macs * self.macs)  # type: ignore[operator]
         kept = _kept_indices(analysis, removed)
         summary = PruneSummary(self.spec(), [], cost.macs, cost.macs, cost.params, cost.params,
-                               _masked_columns(graph, analysis, kept))
+                               _masked_columns(graph, analysis, kept), _kept_parameters(graph, kept))
         for g in candidates:
             gone = removed.get(id(g), [])
             n = len(g.units)
@@ -197,7 +198,27 @@ class Prune(Pass):
                 best, hi = removal, mid
             else:
                 lo = mid
-        return best
+        return self._fill(graph, analysis, groups, scores, best, budget)
+
+    def _fill(self, graph: Graph, analysis: ChannelAnalysis, groups: list[ChannelGroup], scores: dict[int, np.ndarray],
+              removal: dict[int, list[int]], budget: float, max_checks: int = 400) -> dict[int, list[int]]:
+        """Give units back, one rounding step of one group at a time (its most important removed
+        units first), while the model still fits the budget: the ratio's steps land below it."""
+        round_to = self.round_to or default_round_to()
+        checks, improved = 0, True
+        while improved and checks < max_checks:
+            improved = False
+            for g in groups:
+                gone = removal[id(g)]
+                step = round_to if g.width == 1 else 1
+                if len(gone) < step or checks >= max_checks:
+                    continue
+                back = set(sorted(gone, key=lambda u: -scores[id(g)][u])[:step])
+                candidate = {**removal, id(g): [u for u in gone if u not in back]}
+                checks += 1
+                if pruned_macs(graph, _kept_indices(analysis, candidate)) <= budget:
+                    removal, improved = candidate, True
+        return removal
 
 
 def _kept_indices(analysis: ChannelAnalysis, removed: dict[int, list[int]]) -> dict[Key, np.ndarray]:
@@ -212,6 +233,12 @@ def _kept_indices(analysis: ChannelAnalysis, removed: dict[int, list[int]]) -> d
         size = analysis.values[key[0]].shape[key[1]]
         kept[key] = np.array([i for i in range(size) if i not in drop], dtype=np.int64)  # type: ignore[arg-type]
     return kept
+
+
+def _kept_parameters(graph: Graph, kept: dict[Key, np.ndarray]) -> dict[str, dict[int, list[int]]]:
+    axes = _by_value(kept)
+    return {p.name: {axis: keep.tolist() for axis, keep in sorted(axes[id(p)].items())}
+            for p in graph.parameters if id(p) in axes}
 
 
 def _masked_columns(graph: Graph, analysis: ChannelAnalysis,

@@ -194,3 +194,29 @@ def test_a_model_with_nothing_to_prune_says_why() -> None:
     assert [(g.name, g.left_alone) for g in summary.groups] == [("conv", "graph output")]
     assert "0 group(s) pruned, 1 left alone" in summary.line()
     assert masked_graph(conv_relu_graph(), summary) is not None
+
+
+def test_pruned_weights_reload_onto_the_original_factory(tmp_path: object) -> None:
+    from graphopt.backends.torch_writeback import apply_pruning_plan, load_pruned, pruning_plan, save_pruned
+
+    graph, x = traced("resnet18", 32)
+    result = go.run_pipeline(graph, "prune{ratio=0.3,round-to=8},prune{ratio=0.3,round-to=8}")  # plans compose
+    (expected,) = go.interpret(result.graph, x)
+    path = save_pruned(tmp_path / "pruned.pt", result)  # type: ignore[operator]
+    payload = torch.load(path, weights_only=True)  # plain tensors and lists: no pickled module
+    assert payload["pruning"]["layer1.0.conv1.weight"][0] == pruning_plan(result)["layer1.0.conv1.weight"][0]
+    model = load_pruned(torchvision.models.resnet18, path).eval()
+    assert model.layer1[0].conv1.out_channels == model.layer1[0].bn1.num_features == \
+        result.graph.find("layer1.0.conv1")[0].result.shape[1]
+    with torch.no_grad():
+        np.testing.assert_allclose(model(torch.from_numpy(x)).numpy(), expected, rtol=1e-4, atol=1e-5)
+    mobile, x2 = traced("mobilenet_v2", 32)
+    pruned = go.run_pipeline(mobile, "prune{ratio=0.5,round-to=8}")
+    torch.manual_seed(0)
+    own = apply_pruning_plan(torchvision.models.mobilenet_v2().eval(), pruning_plan(pruned))  # a user's own module
+    own.load_state_dict(go.to_torch(pruned.graph).state_dict(), strict=False)
+    depthwise = own.features[2].conv[1][0]
+    assert depthwise.groups == depthwise.in_channels == depthwise.out_channels < 96
+    with torch.no_grad():
+        np.testing.assert_allclose(own(torch.from_numpy(x2)).numpy(), go.interpret(pruned.graph, x2)[0],
+                                   rtol=1e-4, atol=1e-6)

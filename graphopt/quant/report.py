@@ -19,12 +19,12 @@ def _db(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f} dB"
 
 
-def write_report(path: Path, *, model: str, weight_bytes: int, after: Graph, summary: Any, samples: int,
-                 fusion: Any = None) -> Path:
-    """Write `path` (markdown) and, when sensitivity was measured, a PNG plot next to it.
-    `weight_bytes` is the parameter size before the pipeline ran."""
+def quantize_section(path: Path, *, weight_bytes: int, after: Graph, summary: Any, samples: int,
+                     fusion: Any = None) -> list[str]:
+    """The markdown lines of the quantization section of report `path`; its plot is written next to
+    it. `weight_bytes` is the parameter size before the pipeline ran."""
     size_before, size_after = weight_bytes, graph_cost(after).param_bytes
-    lines = [f"# Quantization report: {model}", "",
+    lines = ["## Quantization", "",
              f"- pipeline pass: `{summary.spec}`; calibration samples: {samples}",
              f"- weights: {size_before / 1e6:.2f} MB -> {size_after / 1e6:.2f} MB "
              f"({size_before / max(size_after, 1):.2f}x smaller)",
@@ -34,29 +34,27 @@ def write_report(path: Path, *, model: str, weight_bytes: int, after: Graph, sum
              f"- output SQNR on the calibration samples (worst sample): all layers int8 "
              f"{_db(summary.sqnr_all_int8)}, final {_db(summary.sqnr)} (budget {summary.budget_db:g} dB)"]
     if fusion is not None:
-        lines += ["", "## ONNX Runtime fusion check", "", fusion.markdown()]
+        lines += ["", "### ONNX Runtime fusion check", "", fusion.markdown()]
     if summary.float:
-        lines += ["", "## Layers kept in float", "", "| layer | reason |", "|---|---|"]
+        lines += ["", "### Layers kept in float", "", "| layer | reason |", "|---|---|"]
         lines += [f"| `{name}` | {why} |" for name, why in summary.float.items()]
     if summary.errors or summary.sensitivity:
         plot = path.with_suffix(".png")
         _plot(plot, summary)
         lines += ["", f"![per-layer error]({plot.name})"]
     if summary.errors:
-        lines += ["", "## Each int8 layer's own rounding error (no model runs; lower dB is coarser)", "",
+        lines += ["", "### Each int8 layer's own rounding error (no model runs; lower dB is coarser)", "",
                   "| layer | op | weight SQNR dB | input SQNR dB (expected, calibration histogram) |",
                   "|---|---|---:|---:|"]
         lines += [f"| `{e.layer}` | {e.op} | {e.weight_db:.1f} | {_db(e.input_db).removesuffix(' dB')} |"
                   for e in summary.errors]
     if summary.sensitivity:
         ranked = sorted(summary.sensitivity, key=lambda s: s.sqnr_db)
-        lines += ["", "## Sensitivity (output SQNR with only this layer in int8; lower is more sensitive)", "",
+        lines += ["", "### Sensitivity (output SQNR with only this layer in int8; lower is more sensitive)", "",
                   "| layer | op | SQNR dB | kept |", "|---|---|---:|---|"]
         lines += [f"| `{s.layer}` | {s.op} | {s.sqnr_db:.1f} | {'float' if s.layer in summary.float else 'int8'} |"
                   for s in ranked]
-    text = "\n".join(lines) + "\n"
-    atomic_write(path, lambda f: f.write(text.encode()))
-    return path
+    return lines
 
 
 def _plot(path: Path, summary: Any) -> None:
