@@ -21,14 +21,15 @@ import numpy as np
 
 from graphopt.analysis.channels import ChannelAnalysis, ChannelGroup, ChannelGroups, Key
 from graphopt.analysis.cost import graph_cost
-from graphopt.errors import InternalError, OptionError
+from graphopt.errors import GraphoptError, InternalError, OptionError
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node
 from graphopt.ir.types import TensorType
 from graphopt.ops import get_op
 from graphopt.pipeline import Contract, Pass, PassContext, PassResult, option, register_pass
 
-CRITERIA = ("l1", "l2", "bn-scale", "random")
+CRITERIA = ("l1", "l2", "bn-scale", "activation", "taylor", "random", "auto")
+DATA_CRITERIA = ("activation", "taylor")
 
 
 @dataclass
@@ -92,6 +93,7 @@ class Prune(Pass):
     heads: bool = True  # whole attention heads (and conv groups) may go
     skip: tuple[str, ...] = ()
     seed: int = option(0, low=0)
+    samples: int = option(8, low=1)  # calibration samples the data criteria and `auto` use
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -102,13 +104,28 @@ class Prune(Pass):
         analysis: ChannelAnalysis = ctx.analysis(ChannelGroups, graph)
         cost = graph_cost(graph)
         candidates, reports = self._candidates(analysis)
-        scores = {id(g): self._scores(g, analysis) for g in candidates}
-        if self.ratio is not None:
-            removed = self._removal(candidates, scores, self.ratio)
-        else:
-            removed = self._fit_macs(graph, analysis, candidates, scores, cost.macs * self.macs)  # type: ignore[operator]
+        samples = self._samples(ctx)
+        criteria = [self.criterion] if self.criterion != "auto" else \
+            [c for c in CRITERIA if c not in ("auto", "random") and (samples or c not in DATA_CRITERIA)]
+        trials = []
+        for criterion in criteria:
+            evidence = Evidence.gather(graph, analysis, criterion, samples)
+            scores = {id(g): self._scores(g, analysis, criterion, evidence) for g in candidates}
+            if self.ratio is not None:
+                removed = self._removal(candidates, scores, self.ratio)
+            else:
+                removed = self._fit_macs(graph, analysis, candidates, scores, cost.macs * self.macs)  # type: ignore[operator]
+            trials.append((criterion, scores, removed))
+        choice = ""
+        if len(trials) > 1:
+            errors = [_output_error(graph, analysis, removed, samples) for _, _, removed in trials]
+            best = int(np.argmin(errors))
+            choice = "; auto chose " + trials[best][0] + " (relative output error: " + ", ".join(
+                f"{c} {e:.3g}" for (c, _, _), e in zip(trials, errors)) + ")"
+            trials = [trials[best]]
+        _, scores, removed = trials[0]
         kept = _kept_indices(analysis, removed)
-        summary = PruneSummary(self.spec(), [], cost.macs, cost.macs, cost.params, cost.params,
+        summary = PruneSummary(self.spec() + choice, [], cost.macs, cost.macs, cost.params, cost.params,
                                _masked_columns(graph, analysis, kept), _kept_parameters(graph, kept))
         for g in candidates:
             gone = removed.get(id(g), [])
@@ -143,24 +160,34 @@ class Prune(Pass):
                 reports.append(GroupReport(g.name, n * g.width, n * g.width, n, left_alone=why))
         return candidates, reports
 
-    def _scores(self, group: ChannelGroup, analysis: ChannelAnalysis) -> np.ndarray:
-        if self.criterion == "random":
+    def _samples(self, ctx: PassContext) -> list[tuple[np.ndarray, ...]]:
+        data = ctx.get("calibration")
+        if data is None:
+            if self.criterion in DATA_CRITERIA:
+                raise GraphoptError(f"prune{{criterion={self.criterion}}} needs input samples: pass calibration="
+                                    "[input tuples] to run_pipeline (CLI: --calibration FILE.npz)")
+            return []
+        from graphopt.quant.calibration import Calibration
+
+        return (data if isinstance(data, Calibration) else Calibration(data)).samples[: self.samples]
+
+    def _scores(self, group: ChannelGroup, analysis: ChannelAnalysis, criterion: str, evidence: Evidence) -> np.ndarray:
+        """One score per unit (higher is more important)."""
+        if criterion == "random":
             return np.random.default_rng([self.seed, len(group.units)]).random(len(group.units))
-        wanted = ("scale",) if self.criterion == "bn-scale" else ("produce", "consume")
-        keys = [k for k in group.keys if analysis.roles.get(k) in wanted]
-        if not keys and self.criterion == "bn-scale":  # no norm in the group: magnitude instead
-            keys = [k for k in group.keys if analysis.roles.get(k) in ("produce", "consume")]
+        if criterion == "activation":
+            keys = [k for k in group.keys if k in evidence.per_index]
+        else:
+            wanted = ("scale",) if criterion == "bn-scale" else ("produce", "consume")
+            keys = [k for k in group.keys if analysis.roles.get(k) in wanted]
+            if not keys and criterion == "bn-scale":  # no norm in the group: magnitude instead
+                keys = [k for k in group.keys if analysis.roles.get(k) in ("produce", "consume")]
         scores = np.zeros(len(group.units))
         for key in keys:
-            data = analysis.values[key[0]].data
-            if data is None:
-                continue
-            data = np.abs(data.astype(np.float64))
-            if self.criterion == "l2":
-                data = data * data
-            per_index = data.sum(axis=tuple(a for a in range(data.ndim) if a != key[1]))
-            scores += np.array([per_index[u.indices[key]].sum() for u in group.units])
-        return np.sqrt(scores) if self.criterion == "l2" else scores
+            per_index = evidence.index_sums(key, analysis, criterion)
+            if per_index is not None:
+                scores += np.array([per_index[u.indices[key]].sum() for u in group.units])
+        return np.sqrt(scores) if criterion == "l2" else scores
 
     # --- how many units each group keeps --------------------------------------------------------------
     def _keep_count(self, group: ChannelGroup, keep: int) -> int:
@@ -219,6 +246,100 @@ class Prune(Pass):
                 if pruned_macs(graph, _kept_indices(analysis, candidate)) <= budget:
                     removal, improved = candidate, True
         return removal
+
+
+@dataclass
+class Evidence:
+    """What a criterion scores with beyond the weights: mean |activation| per index of each tensor
+    axis a group touches (`activation`), or |weight x gradient| per parameter (`taylor`, through the
+    torch backend's autograd, the loss being the outputs' mean square: no labels needed)."""
+
+    per_index: dict[Key, np.ndarray] = field(default_factory=dict)
+    weight_grad: dict[int, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def gather(cls, graph: Graph, analysis: ChannelAnalysis, criterion: str,
+               samples: list[tuple[np.ndarray, ...]]) -> Evidence:
+        if criterion == "activation":
+            return cls(per_index=_mean_abs_activations(graph, analysis, samples))
+        if criterion == "taylor":
+            return cls(weight_grad=_weight_times_gradient(graph, samples))
+        return cls()
+
+    def index_sums(self, key: Key, analysis: ChannelAnalysis, criterion: str) -> np.ndarray | None:
+        """The criterion's quantity summed over every axis but `key`'s, one entry per index."""
+        if criterion == "activation":
+            return self.per_index.get(key)
+        data = self.weight_grad.get(key[0]) if criterion == "taylor" else analysis.values[key[0]].data
+        if data is None:
+            return None
+        data = np.abs(data.astype(np.float64))
+        if criterion == "l2":
+            data = data * data
+        return data.sum(axis=tuple(a for a in range(data.ndim) if a != key[1]))
+
+
+def _mean_abs_activations(graph: Graph, analysis: ChannelAnalysis,
+                          samples: list[tuple[np.ndarray, ...]]) -> dict[Key, np.ndarray]:
+    from graphopt.interp import Interpreter
+    from graphopt.progress import progress
+
+    wanted: dict[int, list[int]] = {}
+    for g in analysis.prunable:
+        for vid, axis in g.keys:
+            if not analysis.values[vid].is_parameter:
+                wanted.setdefault(vid, []).append(axis)
+    sums: dict[Key, np.ndarray] = {}
+
+    class Observing(Interpreter):
+        def run_node(self, node: Node, args: Any) -> list[np.ndarray]:
+            results = super().run_node(node, args)
+            for value, array in zip(node.results, results):
+                for axis in wanted.get(id(value), ()):
+                    per = np.abs(array.astype(np.float64)).mean(axis=tuple(a for a in range(array.ndim) if a != axis))
+                    sums[(id(value), axis)] = sums.get((id(value), axis), 0) + per
+            return results
+
+    observer = Observing(graph)
+    for sample in progress(samples, len(samples), "prune: activations"):
+        observer.run(*sample)
+    return sums
+
+
+def _weight_times_gradient(graph: Graph, samples: list[tuple[np.ndarray, ...]]) -> dict[int, np.ndarray]:
+    import torch
+    from graphopt.backends.torch import to_torch
+
+    from graphopt.progress import progress
+
+    module = to_torch(graph)
+    trainable = dict(module.named_parameters())
+    targets = [n.target for n in module.graph.nodes if n.op == "get_attr"]  # one per parameter, in order
+    tensors = {id(p): trainable[t] for p, t in zip(graph.parameters, targets) if t in trainable}
+    module.zero_grad()
+    for sample in progress(samples, len(samples), "prune: taylor"):
+        outputs = module(*(torch.from_numpy(np.ascontiguousarray(a)) for a in sample))
+        outputs = outputs if isinstance(outputs, tuple | list) else (outputs,)
+        loss = sum(o.float().pow(2).mean() for o in outputs if o.is_floating_point())
+        loss.backward()  # type: ignore[union-attr]
+    return {pid: (t.detach() * t.grad).numpy() for pid, t in tensors.items() if t.grad is not None}
+
+
+def _output_error(graph: Graph, analysis: ChannelAnalysis, removed: dict[int, list[int]],
+                  samples: list[tuple[np.ndarray, ...]]) -> float:
+    """Mean over samples of |pruned - original| / |original| on the outputs (how `auto` compares)."""
+    from graphopt.interp import interpret
+
+    trial = graph.clone()
+    old = [*graph.inputs, *graph.parameters, *(r for n in graph for r in n.results)]
+    new = [*trial.inputs, *trial.parameters, *(r for n in trial for r in n.results)]
+    to_trial = {id(a): id(b) for a, b in zip(old, new)}
+    apply_pruning(trial, {(to_trial[vid], axis): keep for (vid, axis), keep in _kept_indices(analysis, removed).items()})
+    errors = []
+    for sample in samples:
+        for a, b in zip(interpret(graph, *sample), interpret(trial, *sample)):
+            errors.append(float(np.linalg.norm(b - a) / max(float(np.linalg.norm(a)), 1e-30)))
+    return float(np.mean(errors)) if errors else 0.0
 
 
 def _kept_indices(analysis: ChannelAnalysis, removed: dict[int, list[int]]) -> dict[Key, np.ndarray]:

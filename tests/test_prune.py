@@ -121,10 +121,18 @@ def test_round_to_and_min_channels_shape_the_kept_counts() -> None:
     assert all(n.result.shape[1] % 16 == 0 and n.result.shape[1] >= 32 for n in convs)
 
 
-@pytest.mark.parametrize("criterion", ["l1", "l2", "bn-scale", "random"])
+@pytest.mark.parametrize("criterion", ["l1", "l2", "bn-scale", "activation", "taylor", "random", "auto"])
 def test_every_criterion_keeps_the_contract(criterion: str) -> None:
     graph, x = traced("resnet18", 32)
-    check_masked(graph, f"prune{{ratio=0.5,criterion={criterion},round-to=1}}", x)
+    samples = [(np.random.default_rng(i).standard_normal(x.shape).astype(np.float32),) for i in range(3)]
+    result = check_masked(graph, f"prune{{ratio=0.5,criterion={criterion},round-to=1}}", x, calibration=samples)
+    if criterion == "auto":  # it tried every criterion on the samples and says which it kept
+        assert "auto chose" in prune_summary(result).spec and "taylor" in prune_summary(result).spec
+
+
+def test_data_criteria_need_samples() -> None:
+    with pytest.raises(go.GraphoptError, match="criterion=taylor.* needs input samples"):
+        go.run_pipeline(traced("resnet18", 32)[0], "prune{ratio=0.5,criterion=taylor}")
 
 
 def test_magnitude_removes_the_weakest_channels() -> None:
