@@ -131,7 +131,7 @@ def test_every_criterion_keeps_the_contract(criterion: str) -> None:
 
 
 def test_data_criteria_need_samples() -> None:
-    with pytest.raises(go.GraphoptError, match="criterion=taylor.* needs input samples"):
+    with pytest.raises(go.GraphoptError, match=r"criterion=taylor.* needs input samples"):
         go.run_pipeline(traced("resnet18", 32)[0], "prune{ratio=0.5,criterion=taylor}")
 
 
