@@ -15,6 +15,7 @@ from graphopt.passes import (  # noqa: F401  (registration)
     prune,
     quantize,
     remove_identity,
+    sparsify,
 )
 
 from graphopt.pipeline import Contract, registered_passes
