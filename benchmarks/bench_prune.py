@@ -1,0 +1,245 @@
+"""Structural pruning side by side with Torch-Pruning (MetaPruner, group magnitude importance, the
+same round-to), in one process on the same models.
+
+- speed: resnet50 and mobilenet_v2 pruned to 50% of their MACs, ONNX Runtime fp32 at batch 8 on 1
+  and 2 threads, latency ratio to the unpruned model; a sweep of ratios on mobilenet_v2 and
+  resnet18 (batch 8, 1 thread); resnet18 pruned and quantized against PyTorch eager fp32 at batch 1.
+- accuracy (no fine-tuning): the digits CNN trained here at 70% and 50% of its MACs (test accuracy)
+  and the real all-MiniLM-L6-v2 with heads and FFN units pruned to 70% of its MACs (embedding cosine
+  to the unpruned model over 50 varied sentences plus hard ones: a lone word, numbers, punctuation,
+  a long paragraph; none of them used for calibration), every criterion against `random`.
+
+Both pruned models go through the same exporter (graphopt.from_torch -> canonicalize,fold-bn ->
+to_onnx) so the latency columns compare the pruning, not the exporters. The table says which CPU
+produced it.
+
+    python benchmarks/bench_prune.py [--sections speed accuracy] [--repeats 10]"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from bench_int8 import digits_case, ort_session
+from report import write_section
+
+import graphopt as go
+from graphopt import models
+from graphopt.demo import median_seconds
+from graphopt.progress import progress
+
+HARD_SENTENCES = [
+    "Yes.", "Zebra", "42", "3.14159 2.71828 1.41421 1.73205", "!!! ??? ... ;;; ---", "e = mc^2, or so they say.",
+    "The quick brown fox jumps over the lazy dog " * 7,
+    ("In the late afternoon, when the shadows of the old stone bridge stretched across the river and the "
+     "fishermen began to pack their nets, the town council finally announced that the festival, postponed "
+     "twice because of storms, would take place on the first Saturday of October, much to the relief of the "
+     "bakers who had already ordered flour."),
+]
+
+
+def cpu_kind() -> str:
+    flags = Path("/proc/cpuinfo").read_text().split()
+    kind = "AVX-512 VNNI" if "avx512_vnni" in flags else "AVX-512" if "avx512f" in flags else \
+        "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{kind}, {torch.get_num_threads()} cores seen by torch"
+
+
+def export(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path, pipeline: str,
+           **options: Any) -> tuple[go.Graph, Any]:
+    graph = go.from_torch(module.eval(), example)
+    result = go.run_pipeline(graph, pipeline, **options)
+    go.to_onnx(result.graph, path)
+    return result.graph, result
+
+
+def ort_ms(path: Path, feed: dict[str, np.ndarray], threads: int, repeats: int) -> float:
+    session = ort_session(path, threads)
+    return median_seconds(lambda: session.run(None, feed), repeats) * 1e3
+
+
+def tp_prune(model: torch.nn.Module, example: Any, target: float, round_to: int,
+             configure: Callable[[torch.nn.Module], dict[str, Any]]) -> tuple[torch.nn.Module, float]:
+    """Torch-Pruning at `target` of the MACs: the smallest pruning_ratio (bisection) whose model fits;
+    `configure(copy)` gives the MetaPruner options that name the copy's modules (ignored layers, heads)."""
+    import torch_pruning as tp
+
+    base, _ = tp.utils.count_ops_and_params(model, example)
+    best, lo, hi = None, 0.0, 1.0
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        trial = copy.deepcopy(model)
+        pruner = tp.pruner.MetaPruner(trial, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
+                                      pruning_ratio=mid, round_to=round_to, **configure(trial))
+        pruner.step()
+        macs, _ = tp.utils.count_ops_and_params(trial, example)
+        if macs <= target * base:
+            best, hi = (trial, macs / base), mid
+        else:
+            lo = mid
+    if best is None:
+        raise RuntimeError("no pruning ratio reaches the target")
+    return best
+
+
+def classifier_ignored(model: torch.nn.Module) -> dict[str, Any]:
+    return {"ignored_layers": [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1:]}
+
+
+# --- speed ---------------------------------------------------------------------------------------------------
+def speed(repeats: int, tmp: Path) -> str:
+    lines = ["| model | threads | unpruned ms | graphopt ms | speed-up | Torch-Pruning ms | speed-up | "
+             "graphopt MACs | Torch-Pruning MACs |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    x8 = np.random.default_rng(0).standard_normal((8, 3, 224, 224)).astype(np.float32)
+    for name in ("resnet50", "mobilenet_v2"):
+        model, example = models.torchvision_model(name)
+        base_path, pruned_path, tp_path = tmp / f"{name}.onnx", tmp / f"{name}.pruned.onnx", tmp / f"{name}.tp.onnx"
+        export(model, example, base_path, "canonicalize,fold-bn")
+        _, result = export(model, example, pruned_path, "canonicalize,fold-bn,prune{macs=0.5,round-to=16}")
+        summary = next(r.details for r in result.records if r.spec.startswith("prune"))
+        tp_model, tp_share = tp_prune(model, example, 0.5, 16, classifier_ignored)
+        export(tp_model, example, tp_path, "canonicalize,fold-bn")
+        for threads in (1, 2):
+            times = [ort_ms(p, {"x": x8}, threads, repeats) for p in (base_path, pruned_path, tp_path)]
+            lines.append(f"| {name} | {threads} | {times[0]:.1f} | {times[1]:.1f} | {times[0] / times[1]:.2f}x | "
+                         f"{times[2]:.1f} | {times[0] / times[2]:.2f}x | "
+                         f"{summary.macs_after / summary.macs_before:.1%} | {tp_share:.1%} |")
+            print(lines[-1], file=sys.stderr, flush=True)
+    lines += ["", "Sweep (batch 8, 1 thread; latency of the pruned model / unpruned, below 1 is faster):", "",
+              "| model | ratio | MACs kept | latency ratio |", "|---|---:|---:|---:|"]
+    for name in ("mobilenet_v2", "resnet18"):
+        model, example = models.torchvision_model(name)
+        base = tmp / f"{name}.sweep.onnx"
+        export(model, example, base, "canonicalize,fold-bn")
+        base_ms = ort_ms(base, {"x": x8}, 1, repeats)
+        for ratio in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
+            path = tmp / f"{name}.{ratio}.onnx"
+            _, result = export(model, example, path, f"canonicalize,fold-bn,prune{{ratio={ratio},round-to=16}}")
+            summary = next(r.details for r in result.records if r.spec.startswith("prune"))
+            ratio_ms = ort_ms(path, {"x": x8}, 1, repeats) / base_ms
+            lines.append(f"| {name} | {ratio} | {summary.macs_after / summary.macs_before:.1%} | {ratio_ms:.2f} |")
+            print(lines[-1], file=sys.stderr, flush=True)
+    model, example = models.torchvision_model("resnet18")
+    rng = np.random.default_rng(1)
+    calibration = [(rng.standard_normal((1, 3, 224, 224)).astype(np.float32),) for _ in range(16)]
+    path = tmp / "resnet18.int8.onnx"
+    export(model, example, path, "canonicalize,fold-bn,prune{macs=0.5,round-to=16},fuse-activation,quantize",
+           calibration=calibration)
+    x1 = x8[:1]
+    with torch.no_grad():
+        torch.set_num_threads(1)
+        eager = median_seconds(lambda: model(torch.from_numpy(x1)), repeats) * 1e3
+        torch.set_num_threads(2)
+    int8 = ort_ms(path, {"x": x1}, 1, repeats)
+    lines += ["", f"resnet18 pruned to 50% of its MACs and quantized (`prune{{macs=0.5}},fuse-activation,quantize`), "
+              f"batch 1, 1 thread: {int8:.1f} ms against PyTorch eager fp32 {eager:.1f} ms: {eager / int8:.2f}x faster."]
+    return "\n".join(lines)
+
+
+# --- accuracy --------------------------------------------------------------------------------------------------
+CRITERIA = ("l1", "l2", "bn-scale", "activation", "taylor", "auto", "random")
+
+
+def digits_accuracy() -> list[str]:
+    case = digits_case()
+    x_test = np.concatenate([s[0] for s in case.evaluation])
+    graph = go.from_torch(case.module, case.example, dynamic_batch=True)
+    lines = ["| digits CNN | MACs kept | test accuracy |", "|---|---:|---:|",
+             f"| unpruned | 100% | {accuracy(graph, x_test, case.labels):.1%} |"]
+    for target in (0.7, 0.5):
+        for criterion in CRITERIA:
+            result = go.run_pipeline(graph, f"prune{{macs={target},criterion={criterion},round-to=1}}",
+                                     calibration=case.calibration)
+            summary = result.records[0].details
+            lines.append(f"| graphopt {criterion} | {summary.macs_after / summary.macs_before:.1%} | "
+                         f"{accuracy(result.graph, x_test, case.labels):.1%} |")
+        tp_model, share = tp_prune(case.module, case.example[0], target, 1, classifier_ignored)
+        lines.append(f"| Torch-Pruning group magnitude | {share:.1%} | "
+                     f"{accuracy(go.from_torch(tp_model.eval(), case.example, dynamic_batch=True), x_test, case.labels):.1%} |")
+        print("\n".join(lines[-len(CRITERIA) - 1:]), file=sys.stderr, flush=True)
+    return lines
+
+
+def accuracy(graph: go.Graph, x: np.ndarray, labels: np.ndarray) -> float:
+    module = go.to_torch(graph)
+    with torch.no_grad():
+        return float((module(torch.from_numpy(x)).argmax(1).numpy() == labels).mean())
+
+
+def minilm_accuracy() -> list[str]:
+    text = models.minilm()
+    seq = 64
+    encode = lambda s: tuple(t.numpy() for t in text.inputs([s], seq_len=seq))  # noqa: E731
+    calibration = [encode(s) for s in models.varied_sentences(16, seed=0)]
+    evaluation = [encode(s) for s in models.varied_sentences(50, seed=1) + HARD_SENTENCES]
+    graph = go.from_torch(text.module, text.inputs(models.SENTENCES[:1], seq_len=seq))
+    reference = [go.interpret(graph, *e)[0] for e in progress(evaluation, len(evaluation), "minilm reference")]
+    lines = ["| MiniLM (heads + FFN) | MACs kept | cosine mean | cosine min |", "|---|---:|---:|---:|"]
+    for criterion in CRITERIA:
+        result = go.run_pipeline(graph, f"prune{{macs=0.7,criterion={criterion},round-to=1}}", calibration=calibration)
+        summary = result.records[0].details
+        module = go.to_torch(result.graph)
+        with torch.no_grad():
+            cos = [float(np.dot(module(*map(torch.from_numpy, e)).numpy().ravel(), r.ravel()))
+                   for e, r in zip(evaluation, reference)]
+        lines.append(f"| graphopt {criterion} | {summary.macs_after / summary.macs_before:.1%} | "
+                     f"{np.mean(cos):.3f} | {np.min(cos):.3f} |")
+        print(lines[-1], file=sys.stderr, flush=True)
+    lines.append(tp_minilm(text, graph, evaluation, reference, seq))
+    return lines
+
+
+def tp_minilm(text: Any, graph: go.Graph, evaluation: list[tuple[np.ndarray, ...]], reference: list[np.ndarray],
+              seq: int) -> str:
+    """Torch-Pruning configured as its docs say for heads (num_heads of each q/k/v layer,
+    prune_num_heads) with every layer but q/k/v and the FFN's first linear ignored."""
+    def heads_and_ffn(model: torch.nn.Module) -> dict[str, Any]:
+        heads = {m: model.bert.config.num_attention_heads for n, m in model.named_modules()
+                 if n.endswith(("attention.self.query", "attention.self.key", "attention.self.value"))}
+        keep = {*heads, *(m for n, m in model.named_modules() if n.endswith("intermediate.dense"))}
+        ignored = [m for m in model.modules() if isinstance(m, torch.nn.Linear | torch.nn.Embedding | torch.nn.LayerNorm)
+                   and m not in keep]
+        return {"num_heads": heads, "prune_num_heads": True, "prune_head_dims": False, "ignored_layers": ignored}
+
+    try:
+        example = text.inputs(models.SENTENCES[:1], seq_len=seq)
+        tp_model, share = tp_prune(text.module, example, 0.7, 1, heads_and_ffn)
+        with torch.no_grad():
+            cos = [float(np.dot(tp_model(*map(torch.from_numpy, e)).numpy().ravel(), r.ravel()))
+                   for e, r in zip(evaluation, reference)]
+        return f"| Torch-Pruning group magnitude | {share:.1%} | {np.mean(cos):.3f} | {np.min(cos):.3f} |"
+    except Exception as e:  # the peer's failure is a result to report
+        return f"| Torch-Pruning group magnitude | fails: {type(e).__name__}: {str(e)[:120]} | | |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", nargs="*", default=["speed", "accuracy"])
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    header = f"Run {date.today()} on {cpu_kind()}; {args.repeats} repeats a latency."
+    with tempfile.TemporaryDirectory(prefix="graphopt-prune-") as tmp:
+        if "speed" in args.sections:
+            start = time.perf_counter()
+            text = speed(args.repeats, Path(tmp))
+            print(text, flush=True)
+            write_section("prune-speed", f"{header} ({time.perf_counter() - start:.0f} s)\n\n{text}")
+        if "accuracy" in args.sections:
+            text = "\n".join([*digits_accuracy(), "", *minilm_accuracy()])
+            print(text, flush=True)
+            write_section("prune-accuracy", f"{header}\n\n{text}")
+
+
+if __name__ == "__main__":
+    main()
