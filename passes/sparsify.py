@@ -56,7 +56,7 @@ def nm_mask(weight: np.ndarray, axis: int, n: int, m: int) -> np.ndarray:
 def magnitude_mask(weights: list[np.ndarray], ratio: float) -> list[np.ndarray]:
     """Masks keeping all but the `ratio` smallest |w| over every array together (ties broken by order)."""
     flat = np.concatenate([np.abs(w).reshape(-1) for w in weights])
-    drop = int(round(ratio * flat.size))
+    drop = round(ratio * flat.size)
     keep = np.ones(flat.size, dtype=bool)
     keep[np.argsort(flat, kind="stable")[:drop]] = False
     masks, start = [], 0
