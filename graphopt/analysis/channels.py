@@ -310,13 +310,14 @@ def _fold(el: _Elements, node: Node, x: Value, ins: list[int], out: Value, outs:
     """Axes merged into one (a flatten's C, H, W) or one split into several (C into heads and head
     dims): channel i of the chosen axis of the many-axes side is the strided set of flat indices
     with that coordinate; the side's other axes are barriers. The outermost axis is chosen (a
-    flatten's C, a split's heads) unless it is indexed away right after (the q/k/v selector of a
-    packed attention projection), then the next one."""
+    flatten's C, a split's heads) unless it is lost later (indexed away like the q/k/v selector of
+    a packed attention projection, or folded inside another axis like the group axis of a channel
+    shuffle), then the next one."""
     many, many_axes, one, one_axis = (x, ins, out, outs[0]) if len(ins) > 1 else (out, outs, x, ins[0])
     sizes = [many.shape[a] for a in many_axes]
     pos = 0
     if many is out:
-        while pos + 1 < len(many_axes) and (sizes[pos] == 1 or _indexed_away(out, many_axes[pos])):
+        while pos + 1 < len(many_axes) and (sizes[pos] == 1 or _lost_later(out, many_axes[pos])):
             pos += 1
     el.freeze(many, [a for i, a in enumerate(many_axes) if i != pos], f"an axis {node.op} folds inside another")
     total = math.prod(sizes)  # type: ignore[arg-type]
@@ -331,9 +332,10 @@ def _fold(el: _Elements, node: Node, x: Value, ins: list[int], out: Value, outs:
         el.union(row_one[flat], row_many[c])
 
 
-def _indexed_away(value: Value, axis: int, depth: int = 8) -> bool:
-    """True when every path from `value` reaches an op that indexes `axis` away (select, index),
-    passing only through ops that move axes around (permute, unsqueeze/squeeze, copies)."""
+def _lost_later(value: Value, axis: int, depth: int = 8) -> bool:
+    """True when every path from `value` loses `axis` as a channel axis: an op indexes it away (the
+    q/k/v selector of a packed projection) or a later reshape folds it inside another axis (the
+    group axis of a channel shuffle), passing only through ops that move axes around."""
     users = value.users
     if depth == 0 or not users or value.is_graph_output:
         return False
@@ -345,12 +347,17 @@ def _indexed_away(value: Value, axis: int, depth: int = 8) -> bool:
             moved = list(user.attrs["dims"]).index(axis)
         elif rule in (ChannelRule.RESHAPE, ChannelRule.ELEMENTWISE) and len(user.operands) == 1:
             blocks = reshape_blocks(value.shape, user.result.shape) or []
-            moved = next((o[0] for i, o in blocks if i == [axis] and len(o) == 1), -1)
+            block = next(((i, o) for i, o in blocks if axis in i), None)
+            if block is not None and len(block[0]) > 1 and len(block[1]) == 1:  # merged here
+                if block[0][0] == axis:
+                    return False
+                continue
+            moved = block[1][0] if block is not None and block[0] == [axis] and len(block[1]) == 1 else -1
             if moved < 0:
                 return False
         else:
             return False
-        if not _indexed_away(user.result, moved, depth - 1):
+        if not _lost_later(user.result, moved, depth - 1):
             return False
     return True
 
