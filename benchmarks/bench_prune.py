@@ -261,9 +261,8 @@ def coverage_row(name: str) -> dict[str, Any]:
         text = models.minilm()
         module, inputs = text.module, text.inputs(models.SENTENCES[:1], seq_len=32)
     else:
-        module, image = models.torchvision_model(name)
-        size = 224 if name.startswith(ATTENTION) else 299 if name.startswith("inception") else 96
-        inputs = (torch.nn.functional.interpolate(image, size=(size, size)),)
+        module, image = models.torchvision_model(name)  # at its native size: some heads pool to a fixed grid
+        inputs = (image,)
     graph = go.from_torch(module, inputs)
     try:
         start = time.perf_counter()

@@ -228,3 +228,19 @@ def test_pruned_weights_reload_onto_the_original_factory(tmp_path: object) -> No
     with torch.no_grad():
         np.testing.assert_allclose(own(torch.from_numpy(x2)).numpy(), go.interpret(pruned.graph, x2)[0],
                                    rtol=1e-4, atol=1e-6)
+
+
+def test_cli_prints_the_summary_and_writes_the_report(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
+    from graphopt.cli import main
+
+    graph, _ = traced("resnet18", 32)
+    source = tmp_path / "r18.onnx"  # type: ignore[operator]
+    go.to_onnx(graph, source)
+    out = tmp_path / "small.onnx"  # type: ignore[operator]
+    assert main(["opt", str(source), "-p", "canonicalize,prune{macs=0.5,round-to=8}", "-o", str(out), "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "prune: MACs" in printed and "group(s) pruned" in printed
+    report = out.with_suffix(".report.md").read_text()
+    assert "## Structural pruning" in report and "| `layer1.0.conv1" in report and "graph output" in report
+    assert out.with_name("small.report.prune.png").stat().st_size > 10_000
+    assert go.graph_cost(go.from_onnx(out)).macs <= 0.5 * go.graph_cost(graph).macs
