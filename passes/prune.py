@@ -146,7 +146,7 @@ class Prune(Pass):
         for g in analysis.groups:
             if not g.producers:
                 continue
-            n = len(g.units)
+            n = g.size
             why = g.frozen
             if why is None and any(p.named(self.skip) for p in g.producers):
                 why = "skip="

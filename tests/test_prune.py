@@ -30,7 +30,7 @@ def traced(name: str, size: int = 32, **kwargs: object) -> tuple[go.Graph, np.nd
 
 
 def group_names(graph: go.Graph) -> dict[str, tuple[int, int, str | None]]:
-    return {g.name: (len(g.units), g.width, g.frozen) for g in analyze_channels(graph).groups if g.producers}
+    return {g.name: (g.size, g.width, g.frozen) for g in analyze_channels(graph).groups if g.producers}
 
 
 def test_residual_stages_share_one_group_and_the_classifier_is_never_pruned() -> None:

@@ -47,11 +47,12 @@ class ChannelGroup:
     """Units that touch the same tensors. `producers` are the layers whose output channels the
     group's units are; `frozen` says why the group cannot be pruned (None when it can)."""
 
-    units: list[Unit]
+    units: list[Unit]  # every unit of a prunable group; the first only of a frozen one
     keys: list[Key]
     producers: list[Node]
     frozen: str | None
     width: int = 1  # channels of the producers' output axis in one unit (a head's size, a conv group's)
+    size: int = 0  # how many units
 
     @property
     def name(self) -> str:
@@ -500,27 +501,54 @@ def analyze_channels(graph: Graph) -> ChannelAnalysis:
 
 
 def _groups(el: _Elements, producers: dict[int, Node]) -> list[ChannelGroup]:
-    members: dict[int, dict[Key, list[int]]] = defaultdict(lambda: defaultdict(list))
-    frozen: dict[int, str] = {}
+    """Components that hold a producer, grouped by the tensors they touch (components without one
+    can never be removed: batch, spatial and sequence axes, input channels). Only groups that can be
+    pruned keep the indices of each unit; frozen ones keep their size for the report."""
+    if not producers:
+        return []
+    roots = np.asarray(el.parent, dtype=np.int64)
+    while True:  # pointer jumping: every element to its component's root
+        jumped = roots[roots]
+        if np.array_equal(jumped, roots):
+            break
+        roots = jumped
     made_by: dict[int, list[Node]] = defaultdict(list)
-    for e in range(len(el.parent)):
-        root = el.find(e)
-        key = el.keys[el.owner[e]]
-        members[root][key].append(e - el.base[key])
-        if e in el.frozen:
-            frozen.setdefault(root, el.frozen[e])
-        if e in producers:
-            made_by[root].append(producers[e])
-    by_signature: dict[tuple[Key, ...], list[int]] = defaultdict(list)
-    for root, indices in members.items():
-        by_signature[tuple(sorted(indices))].append(root)
+    for e, node in producers.items():
+        made_by[int(roots[e])].append(node)
+    frozen: dict[int, str] = {}
+    for e, why in el.frozen.items():
+        if int(roots[e]) in made_by:
+            frozen.setdefault(int(roots[e]), why)
+    owner = np.asarray(el.owner, dtype=np.int64)
+    local = np.arange(len(roots)) - np.asarray([el.base[k] for k in el.keys], dtype=np.int64)[owner]
+    chosen = np.flatnonzero(np.isin(roots, np.fromiter(made_by, dtype=np.int64)))
+    order = chosen[np.lexsort((local[chosen], owner[chosen], roots[chosen]))]  # by root, then key, then index
+    pair = roots[order] * len(el.keys) + owner[order]
+    pair_starts = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
+    pair_roots, pair_owners = roots[order[pair_starts]], owner[order[pair_starts]]
+    root_starts = np.flatnonzero(np.r_[True, pair_roots[1:] != pair_roots[:-1]])
+    salt = np.random.default_rng(0).integers(0, 2**63, len(el.keys), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        signature = np.add.reduceat(salt[pair_owners], root_starts)  # the set of tensors a component touches
+    by_signature: dict[int, list[int]] = defaultdict(list)
+    for i, sig in enumerate(signature.tolist()):
+        by_signature[sig].append(i)
+    pair_ends = [*pair_starts[1:].tolist(), len(order)]
+    root_ends = [*root_starts[1:].tolist(), len(pair_starts)]
+
+    def unit(i: int) -> Unit:
+        return Unit({el.keys[pair_owners[j]]: local[order[pair_starts[j]:pair_ends[j]]].tolist()
+                     for j in range(root_starts[i], root_ends[i])})
+
     groups = []
-    for keys, roots in by_signature.items():
-        layers = list({id(n): n for r in roots for n in made_by[r]}.values())
-        why = next((frozen[r] for r in roots if r in frozen), None)
-        units = [Unit({k: list(v) for k, v in members[r].items()}) for r in roots]
-        width = max((len(units[0].indices[k]) for k in keys), default=1)
-        groups.append(ChannelGroup(units, list(keys), layers, why, width))
+    for components in by_signature.values():
+        group_roots = [int(pair_roots[root_starts[i]]) for i in components]
+        layers = list({id(n): n for r in group_roots for n in made_by[r]}.values())
+        why = next((frozen[r] for r in group_roots if r in frozen), None)
+        first = unit(components[0])
+        units = [first, *(unit(i) for i in components[1:])] if why is None else [first]
+        width = max(len(v) for v in first.indices.values())
+        groups.append(ChannelGroup(units, list(first.indices), layers, why, width, len(components)))
     return groups
 
 
