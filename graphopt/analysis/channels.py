@@ -420,14 +420,17 @@ def _matmul(el: _Elements, node: Node) -> None:
 def _attention(el: _Elements, node: Node) -> None:
     q, k, v, *mask = node.operands
     out = node.result
-    _batch_axes(el, out, [q, k, v], 2)
+    _batch_axes(el, out, [q, k, v, *mask], 2)  # a mask or position bias with a head axis loses heads too
     el.tie(out, -2, q, -2)
     el.tie(k, -2, v, -2)
     el.tie(out, -1, v, -1)
+    for m in mask:
+        if m.type.rank >= 2:
+            for axis, source in ((-2, q), (-1, k)):
+                if m.shape[axis] != 1:
+                    el.tie(m, axis, source, -2)
     el.freeze(q, [-1], "the attention scale depends on it")
     el.freeze(k, [-1], "the attention scale depends on it")
-    for m in mask:
-        el.freeze(m, None, "attention mask")
 
 
 def _embedding(el: _Elements, node: Node) -> None:
