@@ -14,13 +14,16 @@ graphopt.testing.pruning checks it on generated graphs and real models."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from graphopt.analysis.channels import ChannelAnalysis, ChannelGroup, ChannelGroups, Key
 from graphopt.analysis.cost import graph_cost
+from graphopt.analysis.latency import LatencyTable, layers_ms, model_ms, random_inputs
 from graphopt.errors import GraphoptError, InternalError, OptionError
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node
@@ -58,14 +61,20 @@ class PruneSummary:
     params_after: int
     masked: list[tuple[int, int, list[int]]] = field(default_factory=list)
     kept: dict[str, dict[int, list[int]]] = field(default_factory=dict)  # parameter name -> axis -> kept indices
+    latency_ms: tuple[float, float] | None = None  # latency=: the whole model measured before and after
+    note: str = ""
 
     def line(self) -> str:
         pruned = sum(1 for g in self.groups if g.channels_after < g.channels_before)
         alone = sum(1 for g in self.groups if g.left_alone)
         share = self.macs_after / max(self.macs_before, 1)
+        latency = ""
+        if self.latency_ms is not None:
+            before, after = self.latency_ms
+            latency = f"; latency {before:.2f} -> {after:.2f} ms ({after / before:.1%})"
         return (f"prune: MACs {self.macs_before:,} -> {self.macs_after:,} ({share:.1%}), "
-                f"parameters {self.params_before:,} -> {self.params_after:,}; {pruned} group(s) pruned, "
-                f"{alone} left alone")
+                f"parameters {self.params_before:,} -> {self.params_after:,}{latency}; {pruned} group(s) pruned, "
+                f"{alone} left alone" + (f"; {self.note}" if self.note else ""))
 
 
 def default_round_to() -> int:
@@ -86,6 +95,8 @@ class Prune(Pass):
     contract = Contract("masked", idempotent=False)
     ratio: float | None = option(None, low=0, high=1, low_open=True)  # of each group's units
     macs: float | None = option(None, low=0, high=1, low_open=True)  # fraction of the model's MACs to keep
+    latency: float | None = option(None, low=0, high=1, low_open=True)  # fraction of its measured layer latency
+    threads: int = option(1, low=1)  # ONNX Runtime threads the latency table is measured with
     criterion: str = option("l1", choices=CRITERIA)
     allocation: str = option("uniform", choices=("uniform", "global"))
     round_to: int = option(0, low=0)  # 0: the machine's vector width (16 with AVX-512, else 8)
@@ -97,8 +108,9 @@ class Prune(Pass):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if (self.ratio is None) == (self.macs is None):
-            raise OptionError("prune: give exactly one of ratio= (of each group) or macs= (of the model to keep)")
+        if sum(v is not None for v in (self.ratio, self.macs, self.latency)) != 1:
+            raise OptionError("prune: give exactly one of ratio= (of each group), macs= or latency= (of the model "
+                              "to keep)")
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         analysis: ChannelAnalysis = ctx.analysis(ChannelGroups, graph)
@@ -113,8 +125,14 @@ class Prune(Pass):
             scores = {id(g): self._scores(g, analysis, criterion, evidence) for g in candidates}
             if self.ratio is not None:
                 removed = self._removal(candidates, scores, self.ratio)
+            elif self.macs is not None:
+                removed = self._fit(candidates, scores, lambda r: pruned_macs(graph, _kept_indices(analysis, r)),
+                                    cost.macs * self.macs)
             else:
-                removed = self._fit_macs(graph, analysis, candidates, scores, cost.macs * self.macs)  # type: ignore[operator]
+                table = LatencyTable(self.threads)
+                estimate = partial(_estimated_ms, graph, analysis, table)
+                removed = self._fit(candidates, scores, estimate, estimate({}) * self.latency, max_checks=120)
+                table.save()
             trials.append((criterion, scores, removed))
         choice = ""
         if len(trials) > 1:
@@ -133,6 +151,11 @@ class Prune(Pass):
             summary.groups.append(GroupReport(g.name, n * g.width, (n - len(gone)) * g.width, n,
                                               float(np.mean(scores[id(g)])) if n else None))
         summary.groups += reports
+        if self.latency is not None and any(removed.values()):
+            summary.latency_ms = _measured_ms(graph, kept, self.threads)
+            if summary.latency_ms[1] >= summary.latency_ms[0]:  # never slower than unpruned
+                summary.note = "left unpruned: the pruned model measured no faster"
+                return PassResult(False, details=summary)
         if not any(removed.values()) or not ctx.allow(f"prune {sum(map(bool, removed.values()))} group(s)"):
             return PassResult(False, details=summary)
         apply_pruning(graph, kept)
@@ -213,22 +236,23 @@ class Prune(Pass):
             removed[id(g)] = sorted(order[: len(g.units) - keep].tolist())
         return removed
 
-    def _fit_macs(self, graph: Graph, analysis: ChannelAnalysis, groups: list[ChannelGroup],
-                  scores: dict[int, np.ndarray], budget: float) -> dict[int, list[int]]:
-        """The smallest ratio whose pruned model fits `budget` MACs (bisection; MACs fall with the ratio)."""
+    def _fit(self, groups: list[ChannelGroup], scores: dict[int, np.ndarray],
+             cost: Callable[[dict[int, list[int]]], float], budget: float, max_checks: int = 400) -> dict[int, list[int]]:
+        """The smallest ratio whose pruned model's `cost` (MACs, estimated latency) fits `budget`
+        (bisection: the cost falls with the ratio), then units given back while it still fits."""
         lo, hi = 0.0, 1.0
         best = self._removal(groups, scores, 1.0 - 1e-9)
         for _ in range(20):
             mid = (lo + hi) / 2
             removal = self._removal(groups, scores, mid)
-            if pruned_macs(graph, _kept_indices(analysis, removal)) <= budget:
+            if cost(removal) <= budget:
                 best, hi = removal, mid
             else:
                 lo = mid
-        return self._fill(graph, analysis, groups, scores, best, budget)
+        return self._fill(groups, scores, best, cost, budget, max_checks)
 
-    def _fill(self, graph: Graph, analysis: ChannelAnalysis, groups: list[ChannelGroup], scores: dict[int, np.ndarray],
-              removal: dict[int, list[int]], budget: float, max_checks: int = 400) -> dict[int, list[int]]:
+    def _fill(self, groups: list[ChannelGroup], scores: dict[int, np.ndarray], removal: dict[int, list[int]],
+              cost: Callable[[dict[int, list[int]]], float], budget: float, max_checks: int) -> dict[int, list[int]]:
         """Give units back, one rounding step of one group at a time (its most important removed
         units first), while the model still fits the budget: the ratio's steps land below it."""
         round_to = self.round_to or default_round_to()
@@ -243,7 +267,7 @@ class Prune(Pass):
                 back = set(sorted(gone, key=lambda u: -scores[id(g)][u])[:step])
                 candidate = {**removal, id(g): [u for u in gone if u not in back]}
                 checks += 1
-                if pruned_macs(graph, _kept_indices(analysis, candidate)) <= budget:
+                if cost(candidate) <= budget:
                     removal, improved = candidate, True
         return removal
 
@@ -330,11 +354,7 @@ def _output_error(graph: Graph, analysis: ChannelAnalysis, removed: dict[int, li
     """Mean over samples of |pruned - original| / |original| on the outputs (how `auto` compares)."""
     from graphopt.interp import interpret
 
-    trial = graph.clone()
-    old = [*graph.inputs, *graph.parameters, *(r for n in graph for r in n.results)]
-    new = [*trial.inputs, *trial.parameters, *(r for n in trial for r in n.results)]
-    to_trial = {id(a): id(b) for a, b in zip(old, new)}
-    apply_pruning(trial, {(to_trial[vid], axis): keep for (vid, axis), keep in _kept_indices(analysis, removed).items()})
+    trial = _pruned_clone(graph, _kept_indices(analysis, removed))
     errors = []
     for sample in samples:
         for a, b in zip(interpret(graph, *sample), interpret(trial, *sample)):
@@ -408,6 +428,29 @@ def _new_attrs(node: Node, types: dict[int, TensorType]) -> dict[str, Any]:
     if node.op == "split":
         attrs["split_sizes"] = tuple(type_of(r).shape[attrs["dim"] % r.type.rank] for r in node.results)
     return attrs
+
+
+def _pruned_clone(graph: Graph, kept: dict[Key, np.ndarray]) -> Graph:
+    """A pruned copy; `graph` stays as it is."""
+    trial = graph.clone()
+    old = [*graph.inputs, *graph.parameters, *(r for n in graph for r in n.results)]
+    new = [*trial.inputs, *trial.parameters, *(r for n in trial for r in n.results)]
+    to_trial = {id(a): id(b) for a, b in zip(old, new)}
+    apply_pruning(trial, {(to_trial[vid], axis): keep for (vid, axis), keep in kept.items()})
+    return trial
+
+
+def _measured_ms(graph: Graph, kept: dict[Key, np.ndarray], threads: int) -> tuple[float, float]:
+    """The whole model in ONNX Runtime before and after pruning, on random inputs (symbolic dims at 1)."""
+    inputs = random_inputs(graph)
+    return model_ms(graph, inputs, threads), model_ms(_pruned_clone(graph, kept), inputs, threads)
+
+
+def _estimated_ms(graph: Graph, analysis: ChannelAnalysis, table: LatencyTable, removal: dict[int, list[int]]) -> float:
+    """The table latency of the layers the graph would have after `removal`."""
+    types = _new_types(graph, _kept_indices(analysis, removal))
+    attrs = {id(n): _new_attrs(n, types) for n in graph if any(id(v) in types for v in n.operands)}
+    return layers_ms(graph, table, types, attrs)
 
 
 def pruned_macs(graph: Graph, kept: dict[Key, np.ndarray]) -> int:

@@ -272,3 +272,24 @@ def test_hugging_face_encoders_equal_their_masked_models(family: str) -> None:
     graph = go.from_torch(LastHidden(model).eval(), (ids, mask))
     summary = prune_summary(check_masked(graph, "prune{ratio=0.5,round-to=1}", ids.numpy(), mask.numpy()))
     assert summary.macs_after <= 0.55 * summary.macs_before, summary.line()
+
+
+def test_latency_target_reads_a_cached_table_of_measured_layers(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    from graphopt.analysis.latency import LatencyTable, layers_ms
+
+    monkeypatch.setenv("GRAPHOPT_CACHE_DIR", str(tmp_path))
+    graph, x = traced("resnet18", 32)
+    result = check_masked(graph, "prune{latency=0.6,round-to=8}", x)
+    summary = prune_summary(result)
+    assert summary.latency_ms is not None and "latency" in summary.line()
+    table = LatencyTable()  # reads the file the pass wrote: no layer is measured again
+    assert table.entries and layers_ms(result.graph, table) <= 0.6 * layers_ms(graph, table) and table.measured == 0
+
+
+def test_a_pruned_model_that_measures_slower_is_not_kept(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    monkeypatch.setenv("GRAPHOPT_CACHE_DIR", str(tmp_path))
+    timings = iter([1.0, 2.0])  # unpruned, then pruned
+    monkeypatch.setattr("graphopt.passes.prune.model_ms", lambda *args, **kwargs: next(timings))
+    graph, _ = traced("resnet18", 32)
+    result = go.run_pipeline(graph, "prune{latency=0.6,round-to=8}")
+    assert not result.records[0].changed and "measured no faster" in prune_summary(result).line()
