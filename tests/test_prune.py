@@ -293,3 +293,18 @@ def test_a_pruned_model_that_measures_slower_is_not_kept(monkeypatch: pytest.Mon
     graph, _ = traced("resnet18", 32)
     result = go.run_pipeline(graph, "prune{latency=0.6,round-to=8}")
     assert not result.records[0].changed and "measured no faster" in prune_summary(result).line()
+
+
+def test_a_reshape_that_regroups_axes_is_a_barrier() -> None:
+    """A fuzzer finding: [1, 2, 3] -> [1, 3, 2] pairs two axes with two others; no channel survives whole."""
+    rng = np.random.default_rng(0)
+    g = go.Graph()
+    x = g.add_input(go.TensorType("float32", [1, 6]), "x")
+    h = g.create("linear", [x, g.add_parameter(rng.standard_normal((6, 6)).astype(np.float32), "fc1.weight")],
+                 loc="fc1").result
+    r = g.create("reshape", [g.create("reshape", [h], {"shape": [1, 2, 3]}).result], {"shape": [1, 3, 2]}).result
+    flat = g.create("reshape", [r], {"shape": [1, 6]}).result
+    g.outputs = [g.create("linear", [flat, g.add_parameter(rng.standard_normal((2, 6)).astype(np.float32),
+                                                           "fc2.weight")], loc="fc2").result]
+    summary = prune_summary(check_masked(g, "prune{ratio=0.5,round-to=1}", np.ones((1, 6), np.float32)))
+    assert {grp.name: grp.left_alone for grp in summary.groups}["fc1"] == "reshape regroups these axes"

@@ -303,6 +303,9 @@ def _reshape(el: _Elements, node: Node) -> None:
     for ins, outs in blocks:
         if len(ins) == 1 and len(outs) == 1:
             el.tie(x, ins[0], out, outs[0])
+        elif len(ins) > 1 and len(outs) > 1:  # [2, 3] -> [3, 2]: no axis survives whole
+            el.freeze(x, ins, f"{node.op} regroups these axes")
+            el.freeze(out, outs, f"{node.op} regroups these axes")
         elif ins and outs:
             _fold(el, node, x, ins, out, outs)
 

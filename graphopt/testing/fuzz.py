@@ -2,7 +2,8 @@
 
 Each mutant of a seed model (op types, attributes, input dims, initializers, Constant nodes, edges,
 raw bytes) or of a seed's text IR (tokens swapped, dropped, duplicated) goes through import, verify,
-the clean-up and weight-only quantization passes, the interpreter and the ONNX backend. The contract
+the clean-up, weight-only quantization, pruning and sparsity passes, the interpreter and the ONNX
+backend. The contract
 is that every mutant either gives a valid result or a graphopt error naming the problem: any other
 exception, an InternalError (graphopt's own "this is a bug"), or a mutant that runs past its time
 limit is a finding, saved with its traceback so it can be pinned as a test.
@@ -35,7 +36,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from graphopt.errors import GraphoptError, InternalError
 
-PIPELINE = "canonicalize,fold-bn,fuse-activation,quantize{activations=none,budget=0}"
+PIPELINES = ("canonicalize,fold-bn,fuse-activation,quantize{activations=none,budget=0}",
+             "prune{ratio=0.5,round-to=1},sparsify{pattern=2:4}")
 INTERESTING_INTS = [-(2**31), -7, -3, -2, -1, 0, 1, 2, 3, 4, 5, 8, 64, 2**31 - 1, 2**40]
 INTERESTING_FLOATS = [float("nan"), float("inf"), -float("inf"), -1.0, 0.0, 1e-30, 0.5, 6.0, 1e30]
 STRINGS = ["", "NOTSET", "SAME_UPPER", "VALID", "nearest", "linear", "cubic", "asymmetric", "align_corners",
@@ -381,8 +383,9 @@ def exercise(graph: Any, workdir: Path) -> None:
               for v in graph.inputs]
     if sum(a.size for a in inputs) < 1 << 20:  # a mutated huge input dim is checked, not run
         interpret(graph, *inputs)
-    result = run_pipeline(graph, PIPELINE)
-    to_onnx(result.graph, workdir / "out.onnx")
+    for pipeline in PIPELINES:
+        result = run_pipeline(graph, pipeline)
+        to_onnx(result.graph, workdir / "out.onnx")
 
 
 def _import_and_exercise(source: Path | onnx.ModelProto, workdir: Path) -> None:
