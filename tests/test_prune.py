@@ -308,3 +308,18 @@ def test_a_reshape_that_regroups_axes_is_a_barrier() -> None:
                                                            "fc2.weight")], loc="fc2").result]
     summary = prune_summary(check_masked(g, "prune{ratio=0.5,round-to=1}", np.ones((1, 6), np.float32)))
     assert {grp.name: grp.left_alone for grp in summary.groups}["fc1"] == "reshape regroups these axes"
+
+
+def test_permutes_with_negative_dims_after_a_split() -> None:
+    """A fuzzer finding: a permute written with a negative axis after a reshape that splits channels."""
+    rng = np.random.default_rng(0)
+    g = go.Graph()
+    x = g.add_input(go.TensorType("float32", [1, 6]), "x")
+    h = g.create("linear", [x, g.add_parameter(rng.standard_normal((6, 6)).astype(np.float32), "fc1.weight")],
+                 loc="fc1").result
+    split = g.create("reshape", [h], {"shape": [1, 2, 3]}).result
+    moved = g.create("permute", [split], {"dims": [0, 2, -2]}).result
+    flat = g.create("reshape", [moved], {"shape": [1, 6]}).result
+    g.outputs = [g.create("linear", [flat, g.add_parameter(rng.standard_normal((2, 6)).astype(np.float32),
+                                                           "fc2.weight")], loc="fc2").result]
+    check_masked(g, "prune{ratio=0.5,round-to=1}", np.ones((1, 6), np.float32))

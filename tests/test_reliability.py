@@ -357,3 +357,4 @@ def test_onnx_text_fields_that_are_not_utf8_are_refused() -> None:
     with pytest.raises(go.GraphoptError, match="graph name is not UTF-8 text") as info:
         go.from_onnx(data)
     assert not isinstance(info.value, go.InternalError)
+

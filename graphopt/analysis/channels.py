@@ -348,7 +348,7 @@ def _lost_later(value: Value, axis: int, depth: int = 8) -> bool:
         if rule is ChannelRule.REDUCE and "dim" in user.attrs and user.attrs["dim"] % value.type.rank == axis:
             continue
         if rule is ChannelRule.PERMUTE:
-            moved = list(user.attrs["dims"]).index(axis)
+            moved = [d % value.type.rank for d in user.attrs["dims"]].index(axis)
         elif rule in (ChannelRule.RESHAPE, ChannelRule.ELEMENTWISE) and len(user.operands) == 1:
             blocks = reshape_blocks(value.shape, user.result.shape) or []
             block = next(((i, o) for i, o in blocks if axis in i), None)
