@@ -126,11 +126,10 @@ class Prune(Pass):
             if self.ratio is not None:
                 removed = self._removal(candidates, scores, self.ratio)
             elif self.macs is not None:
-                removed = self._fit(candidates, scores, lambda r: pruned_macs(graph, _kept_indices(analysis, r)),
-                                    cost.macs * self.macs)
+                removed = self._fit(candidates, scores, LayerShapes(graph, analysis).macs, cost.macs * self.macs)
             else:
                 table = LatencyTable(self.threads)
-                estimate = partial(_estimated_ms, graph, analysis, table)
+                estimate = partial(LayerShapes(graph, analysis).latency_ms, table)
                 removed = self._fit(candidates, scores, estimate, estimate({}) * self.latency, max_checks=120)
                 table.save()
             trials.append((criterion, scores, removed))
@@ -446,23 +445,37 @@ def _measured_ms(graph: Graph, kept: dict[Key, np.ndarray], threads: int) -> tup
     return model_ms(graph, inputs, threads), model_ms(_pruned_clone(graph, kept), inputs, threads)
 
 
-def _estimated_ms(graph: Graph, analysis: ChannelAnalysis, table: LatencyTable, removal: dict[int, list[int]]) -> float:
-    """The table latency of the layers the graph would have after `removal`."""
-    types = _new_types(graph, _kept_indices(analysis, removal))
-    attrs = {id(n): _new_attrs(n, types) for n in graph if any(id(v) in types for v in n.operands)}
-    return layers_ms(graph, table, types, attrs)
+class LayerShapes:
+    """How a removal would retype the layers (the nodes that have MACs), from index counts alone:
+    the macs= and latency= searches evaluate hundreds of candidate removals."""
 
+    def __init__(self, graph: Graph, analysis: ChannelAnalysis) -> None:
+        self.graph = graph
+        self.layers = [n for n in graph if get_op(n.op, n.loc).macs is not None]
+        wanted = {id(v) for n in self.layers for v in (*n.operands, *n.results)}
+        self.counts = {id(g): [{k: len(i) for k, i in u.indices.items() if k[0] in wanted} for u in g.units]
+                       for g in analysis.groups if g.frozen is None}
 
-def pruned_macs(graph: Graph, kept: dict[Key, np.ndarray]) -> int:
-    """MACs of the graph these kept indices would give, without rewriting it."""
-    types = _new_types(graph, kept)
-    total = 0
-    for node in graph:
-        opdef = get_op(node.op, node.loc)
-        if opdef.macs is not None:
-            total += opdef.macs([types.get(id(v), v.type) for v in node.operands],
-                                [types.get(id(r), r.type) for r in node.results], _new_attrs(node, types))
-    return total
+    def types(self, removal: dict[int, list[int]]) -> dict[int, TensorType]:
+        gone: dict[int, dict[int, int]] = {}
+        for gid, units in removal.items():
+            for u in units:
+                for (vid, axis), n in self.counts[gid][u].items():
+                    axes = gone.setdefault(vid, {})
+                    axes[axis] = axes.get(axis, 0) + n
+        values = {id(v): v for n in self.layers for v in (*n.operands, *n.results) if id(v) in gone}
+        return {vid: v.type.with_shape(tuple(d - gone[vid].get(a, 0) if isinstance(d, int) else d
+                                             for a, d in enumerate(v.shape))) for vid, v in values.items()}
+
+    def macs(self, removal: dict[int, list[int]]) -> int:
+        types = self.types(removal)
+        return sum(get_op(n.op, n.loc).macs([types.get(id(v), v.type) for v in n.operands],  # type: ignore[misc]
+                                            [types.get(id(r), r.type) for r in n.results], _new_attrs(n, types))
+                   for n in self.layers)
+
+    def latency_ms(self, table: LatencyTable, removal: dict[int, list[int]]) -> float:
+        types = self.types(removal)
+        return layers_ms(self.graph, table, types, {id(n): _new_attrs(n, types) for n in self.layers})
 
 
 def apply_pruning(graph: Graph, kept: dict[Key, np.ndarray]) -> None:
