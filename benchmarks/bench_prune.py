@@ -267,6 +267,8 @@ def coverage_row(name: str) -> dict[str, Any]:
     """One model: graphopt prune{macs=0.5} (MACs, ORT and to_torch against the interpreter, seconds),
     then Torch-Pruning unconfigured at pruning_ratio 0.3 (and, for attention models, with its heads
     configured as its docs say)."""
+    import json
+
     import torch_pruning as tp
 
     row: dict[str, Any] = {"model": name}
@@ -296,6 +298,7 @@ def coverage_row(name: str) -> dict[str, Any]:
             row["torch_err"] = float(np.abs(go.to_torch(result.graph)(*inputs).numpy() - want).max()) / scale
     except Exception as e:
         row["error"] = f"{type(e).__name__}: {str(e)[:200]}"
+    print(json.dumps(row), flush=True)  # graphopt's part stands even if the peer takes the process down
     example = inputs[0] if len(inputs) == 1 else inputs
     for label, configure in [("tp", lambda m: {}), ("tp_heads", _tp_heads)]:
         if label == "tp_heads" and not name.startswith(ATTENTION) and name != "minilm":
@@ -329,21 +332,30 @@ def _tp_heads(model: torch.nn.Module) -> dict[str, Any]:
     return {"num_heads": heads, "prune_num_heads": True, "prune_head_dims": False}
 
 
+ROWS = Path(__file__).parent / "results" / "prune_coverage.jsonl"
+
+
 def coverage(names: list[str], timeout: int) -> str:
+    """Measure `names` (one subprocess each), merge them into results/prune_coverage.jsonl (a partial
+    run keeps the other models' rows) and return the table of every row there."""
     import json
     import subprocess
 
-    rows = []
+    kept = {r["model"]: r for r in map(json.loads, ROWS.read_text().splitlines())} if ROWS.exists() else {}
     for name in progress(names, len(names), "prune coverage"):
         try:
             done = subprocess.run([sys.executable, __file__, "--coverage-row", name], capture_output=True, text=True,
                                   timeout=timeout)
             line = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-            rows.append(json.loads(line) if line.startswith("{") else
-                        {"model": name, "error": (done.stderr.strip().splitlines() or ["no output"])[-1][:200]})
+            kept[name] = json.loads(line) if line.startswith("{") else \
+                {"model": name, "error": (done.stderr.strip().splitlines() or ["no output"])[-1][:200]}
+            if done.returncode and "error" not in kept[name]:
+                kept[name]["tp_error"] = f"the process ended with code {done.returncode} (-9: killed, out of memory)"
         except subprocess.TimeoutExpired:
-            rows.append({"model": name, "error": f"no result in {timeout} s"})
-        print(rows[-1], file=sys.stderr, flush=True)
+            kept[name] = {"model": name, "error": f"no result in {timeout} s"}
+        print(kept[name], file=sys.stderr, flush=True)
+        ROWS.write_text("".join(json.dumps(r) + "\n" for r in sorted(kept.values(), key=lambda r: r["model"])))
+    rows = sorted(kept.values(), key=lambda r: r["model"])
     fmt = lambda row, key, spec: format(row[key], spec) if key in row else "-"  # noqa: E731
     ok = [r for r in rows if "error" not in r]
     within = [r for r in ok if 0.45 <= r["macs"] <= 0.5]
