@@ -351,8 +351,11 @@ def coverage(names: list[str], timeout: int) -> str:
                 {"model": name, "error": (done.stderr.strip().splitlines() or ["no output"])[-1][:200]}
             if done.returncode and "error" not in kept[name]:
                 kept[name]["tp_error"] = f"the process ended with code {done.returncode} (-9: killed, out of memory)"
-        except subprocess.TimeoutExpired:
-            kept[name] = {"model": name, "error": f"no result in {timeout} s"}
+        except subprocess.TimeoutExpired as e:
+            out = e.stdout.decode() if isinstance(e.stdout, bytes) else e.stdout or ""
+            partial = [line for line in out.splitlines() if line.startswith("{")]
+            kept[name] = {**json.loads(partial[-1]), "tp_error": f"no result in {timeout} s"} if partial else \
+                {"model": name, "error": f"no result in {timeout} s"}
         print(kept[name], file=sys.stderr, flush=True)
         ROWS.write_text("".join(json.dumps(r) + "\n" for r in sorted(kept.values(), key=lambda r: r["model"])))
     rows = sorted(kept.values(), key=lambda r: r["model"])

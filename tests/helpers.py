@@ -31,3 +31,29 @@ def sample_input(graph: go.Graph, batch: int = 2, seed: int = 0) -> list[np.ndar
 def failing_factory() -> None:
     """A model factory that raises, as a user's factory with a bug does."""
     raise RuntimeError("checkpoint not found")
+
+
+def tiny_transformer(family: str) -> tuple[object, tuple[object, object]]:
+    """A two-layer, 4-head Hugging Face model (gpt2, t5 or distilbert) returning its last hidden state,
+    with token ids and a padding mask for 2 sequences of 16 tokens."""
+    import torch
+    import transformers as tf
+
+    class LastHidden(torch.nn.Module):
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+
+    torch.manual_seed(0)
+    model = {
+        "gpt2": lambda: tf.GPT2Model(tf.GPT2Config(n_layer=2, n_embd=64, n_head=4)),
+        "t5": lambda: tf.T5EncoderModel(tf.T5Config(num_layers=2, d_model=64, num_heads=4, d_ff=128, d_kv=16)),
+        "distilbert": lambda: tf.DistilBertModel(tf.DistilBertConfig(n_layers=2, dim=64, n_heads=4, hidden_dim=128)),
+    }[family]().eval()
+    ids = torch.randint(0, 1000, (2, 16), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(2, 16, dtype=torch.long)
+    mask[1, 12:] = 0
+    return LastHidden(model).eval(), (ids, mask)

@@ -10,6 +10,7 @@ import torch
 from onnx import helper
 
 import graphopt as go
+from tests.helpers import tiny_transformer
 from tests.test_models import assert_close, check_every_path
 
 
@@ -185,26 +186,7 @@ def test_timm_architectures(name: str, tmp_path: Path) -> None:
     check_every_path(timm.create_model(name, pretrained=False).eval(), (torch.randn(1, 3, 224, 224),), tmp_path)
 
 
-class LastHidden(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=ids, attention_mask=mask).last_hidden_state
-
-
 @pytest.mark.parametrize("family", ["gpt2", "t5", "distilbert"])
 def test_transformers_architectures(family: str, tmp_path: Path) -> None:
-    import transformers as tf
-
-    torch.manual_seed(0)
-    model = {
-        "gpt2": lambda: tf.GPT2Model(tf.GPT2Config(n_layer=2, n_embd=64, n_head=4)),
-        "t5": lambda: tf.T5EncoderModel(tf.T5Config(num_layers=2, d_model=64, num_heads=4, d_ff=128, d_kv=16)),
-        "distilbert": lambda: tf.DistilBertModel(tf.DistilBertConfig(n_layers=2, dim=64, n_heads=4, hidden_dim=128)),
-    }[family]().eval()
-    ids = torch.randint(0, 1000, (2, 16), generator=torch.Generator().manual_seed(0))
-    mask = torch.ones(2, 16, dtype=torch.long)
-    mask[1, 12:] = 0
-    check_every_path(LastHidden(model), (ids, mask), tmp_path)
+    model, inputs = tiny_transformer(family)
+    check_every_path(model, inputs, tmp_path)

@@ -11,7 +11,7 @@ import torchvision
 import graphopt as go
 from graphopt.analysis import analyze_channels
 from graphopt.testing.pruning import check_masked, check_prune, masked_graph, prune_summary
-from tests.helpers import conv_relu_graph
+from tests.helpers import conv_relu_graph, tiny_transformer
 
 
 def traced(name: str, size: int = 32, **kwargs: object) -> tuple[go.Graph, np.ndarray]:
@@ -250,26 +250,8 @@ def test_cli_prints_the_summary_and_writes_the_report(tmp_path: object, capsys: 
 def test_hugging_face_encoders_equal_their_masked_models(family: str) -> None:
     """GPT-2's Conv1D (addmm), T5's relative position bias (a head axis in the attention mask) and
     DistilBERT's attention, each with two layers of 4 heads."""
-    import transformers as tf
-
-    class LastHidden(torch.nn.Module):
-        def __init__(self, model: torch.nn.Module) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            return self.model(input_ids=ids, attention_mask=mask).last_hidden_state
-
-    torch.manual_seed(0)
-    model = {
-        "gpt2": lambda: tf.GPT2Model(tf.GPT2Config(n_layer=2, n_embd=64, n_head=4)),
-        "t5": lambda: tf.T5EncoderModel(tf.T5Config(num_layers=2, d_model=64, num_heads=4, d_ff=128, d_kv=16)),
-        "distilbert": lambda: tf.DistilBertModel(tf.DistilBertConfig(n_layers=2, dim=64, n_heads=4, hidden_dim=128)),
-    }[family]().eval()
-    ids = torch.randint(0, 1000, (2, 16), generator=torch.Generator().manual_seed(0))
-    mask = torch.ones(2, 16, dtype=torch.long)
-    mask[1, 12:] = 0
-    graph = go.from_torch(LastHidden(model).eval(), (ids, mask))
+    model, (ids, mask) = tiny_transformer(family)
+    graph = go.from_torch(model, (ids, mask))
     summary = prune_summary(check_masked(graph, "prune{ratio=0.5,round-to=1}", ids.numpy(), mask.numpy()))
     assert summary.macs_after <= 0.55 * summary.macs_before, summary.line()
 
