@@ -403,7 +403,8 @@ def main() -> None:
             print(text, flush=True)
             write_section("prune-speed", f"{header} ({time.perf_counter() - start:.0f} s)\n\n{text}")
         if "coverage" in args.sections:
-            text = coverage(args.models or [*models.torchvision_classifiers(), "minilm"], args.timeout)
+            names = args.models if args.models is not None else [*models.torchvision_classifiers(), "minilm"]
+            text = coverage(names, args.timeout)  # --models with no names: re-render the table from the rows
             print(text, flush=True)
             write_section("prune-coverage", f"{header}\n\n{text}")
         if "accuracy" in args.sections:
