@@ -119,7 +119,7 @@ def apply_pruning_plan(model: torch.nn.Module, plan: Plan) -> torch.nn.Module:
             module.register_buffer(leaf, new)
         touched[path] = module
     for path, module in touched.items():
-        resize = next((fn for kind, fn in SIZE_ATTRIBUTES.items() if type(module) is kind), None)
+        resize = SIZE_ATTRIBUTES.get(type(module))
         if resize is None:
             raise UnsupportedError(f"module {path or '<root>'} ({type(module).__name__}) lost channels, but its size "
                                    "attributes cannot be updated from here; run the pruned graph as "

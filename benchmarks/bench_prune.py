@@ -55,9 +55,9 @@ HARD_SENTENCES = [
 
 
 def cpu_kind() -> str:
-    flags = Path("/proc/cpuinfo").read_text().split()
-    kind = "AVX-512 VNNI" if "avx512_vnni" in flags else "AVX-512" if "avx512f" in flags else \
-        "AVX2" if "avx2" in flags else "no AVX2"
+    from graphopt.analysis.latency import cpu_kind as isa
+
+    kind = {"avx512vnni": "AVX-512 VNNI", "avx512": "AVX-512", "avx2": "AVX2"}.get(isa(), "no AVX2")
     return f"{kind}, {torch.get_num_threads()} cores seen by torch"
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from graphopt.analysis.channels import ChannelAnalysis, ChannelGroup, ChannelGroups, Key
 from graphopt.analysis.cost import graph_cost
-from graphopt.analysis.latency import LatencyTable, layers_ms, model_ms, random_inputs
+from graphopt.analysis.latency import LatencyTable, cpu_kind, layers_ms, model_ms, random_inputs
 from graphopt.errors import GraphoptError, InternalError, OptionError
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node
@@ -79,11 +79,7 @@ class PruneSummary:
 
 def default_round_to() -> int:
     """Channel counts the CPU's vector width runs without a remainder: 16 floats with AVX-512, else 8."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return 16 if " avx512f" in f.read(1 << 16) else 8
-    except OSError:
-        return 8
+    return 16 if cpu_kind().startswith("avx512") else 8
 
 
 @register_pass
@@ -119,20 +115,22 @@ class Prune(Pass):
         samples = self._samples(ctx)
         criteria = [self.criterion] if self.criterion != "auto" else \
             [c for c in CRITERIA if c not in ("auto", "random") and (samples or c not in DATA_CRITERIA)]
+        shapes = LayerShapes(graph, analysis) if self.ratio is None else None
+        table = LatencyTable(self.threads) if self.latency is not None else None
         trials = []
         for criterion in criteria:
             evidence = Evidence.gather(graph, analysis, criterion, samples)
             scores = {id(g): self._scores(g, analysis, criterion, evidence) for g in candidates}
             if self.ratio is not None:
                 removed = self._removal(candidates, scores, self.ratio)
-            elif self.macs is not None:
-                removed = self._fit(candidates, scores, LayerShapes(graph, analysis).macs, cost.macs * self.macs)
+            elif table is None:
+                removed = self._fit(candidates, scores, shapes.macs, cost.macs * self.macs)  # type: ignore[union-attr,operator]
             else:
-                table = LatencyTable(self.threads)
-                estimate = partial(LayerShapes(graph, analysis).latency_ms, table)
+                estimate = partial(shapes.latency_ms, table)  # type: ignore[union-attr]
                 removed = self._fit(candidates, scores, estimate, estimate({}) * self.latency, max_checks=120)
-                table.save()
             trials.append((criterion, scores, removed))
+        if table is not None:
+            table.save()
         choice = ""
         if len(trials) > 1:
             errors = [_output_error(graph, analysis, removed, samples) for _, _, removed in trials]

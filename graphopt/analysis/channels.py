@@ -218,41 +218,32 @@ def _norm(el: _Elements, node: Node) -> None:
         el.tie_blocks(x, 1, out, 1, node.attrs["num_groups"])  # statistics per group: whole groups go
 
 
-def _concat(el: _Elements, node: Node) -> None:
-    out = node.result
-    dim = node.attrs["dim"] % out.type.rank
-    offset = 0
-    out_row = el.row(out, dim)
-    for v in node.operands:
-        for axis in range(out.type.rank):
+def _segments(el: _Elements, whole: Value, parts: Sequence[Value], dim: int, what: str) -> None:
+    """`whole` is `parts` laid end to end along `dim` (concat's result, split's operand): each part's
+    channel i is `whole`'s channel offset + i, and the other axes are the same elements."""
+    for part in parts:
+        for axis in range(whole.type.rank):
             if axis != dim:
-                el.tie(out, axis, v, axis)
-        row = el.row(v, dim)
-        if row is None or out_row is None:
-            el.freeze(v, [dim], "concat along a symbolic axis")
-            el.freeze(out, [dim], "concat along a symbolic axis")
-            return
-        for i, e in enumerate(row):
-            el.union(e, out_row[offset + i])
-        offset += len(row)
+                el.tie(whole, axis, part, axis)
+    whole_row, rows = el.row(whole, dim), [el.row(part, dim) for part in parts]
+    if whole_row is None or any(row is None for row in rows):
+        for v in (whole, *parts):
+            el.freeze(v, [dim], f"{what} along a symbolic axis")
+        return
+    offset = 0
+    for row in rows:
+        for i, e in enumerate(row):  # type: ignore[arg-type]
+            el.union(e, whole_row[offset + i])
+        offset += len(row)  # type: ignore[arg-type]
+
+
+def _concat(el: _Elements, node: Node) -> None:
+    _segments(el, node.result, node.operands, node.attrs["dim"] % node.result.type.rank, "concat")
 
 
 def _split(el: _Elements, node: Node) -> None:
     (x,) = node.operands
-    dim = node.attrs["dim"] % x.type.rank
-    in_row = el.row(x, dim)
-    offset = 0
-    for out in node.results:
-        for axis in range(x.type.rank):
-            if axis != dim:
-                el.tie(out, axis, x, axis)
-        row = el.row(out, dim)
-        if row is None or in_row is None:
-            el.freeze(x, None, "split along a symbolic axis")
-            return
-        for i, e in enumerate(row):
-            el.union(e, in_row[offset + i])
-        offset += len(row)
+    _segments(el, x, node.results, node.attrs["dim"] % x.type.rank, "split")
 
 
 def reshape_blocks(src: Sequence[Any], dst: Sequence[Any]) -> list[tuple[list[int], list[int]]] | None:

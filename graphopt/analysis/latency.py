@@ -6,6 +6,7 @@ under $GRAPHOPT_CACHE_DIR (default ~/.cache/graphopt)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -22,7 +23,9 @@ from graphopt.ir.types import TensorType
 LAYERS = ("conv1d", "conv2d", "conv_transpose2d", "linear", "matmul")
 
 
+@functools.cache
 def cpu_kind() -> str:
+    """avx512vnni | avx512 | avx2 | x86: the vector ISA kernels and latency tables depend on."""
     try:
         flags = Path("/proc/cpuinfo").read_text().split()
     except OSError:

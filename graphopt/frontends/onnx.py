@@ -88,9 +88,14 @@ class Attributes(dict[str, Any]):
         raise GraphoptError(f"required attribute {key!r} is missing")
 
 
+def _defined_element_type(elem_type: int, what: str) -> None:
+    """onnx.checker lets an undefined element type through; refuse it before onnx's helpers KeyError."""
+    if elem_type not in onnx.TensorProto.DataType.values():
+        raise GraphoptError(f"{what}: {elem_type} is not an ONNX element type")
+
+
 def _array(tensor: onnx.TensorProto, what: str) -> np.ndarray:
-    if tensor.data_type not in onnx.TensorProto.DataType.values():
-        raise GraphoptError(f"{what}: {tensor.data_type} is not an ONNX element type")
+    _defined_element_type(tensor.data_type, what)
     try:
         return numpy_helper.to_array(tensor)
     except (ValueError, TypeError, KeyError) as e:  # data that does not fit its declared type and shape
@@ -315,8 +320,7 @@ def _identifier(name: str) -> str:
 
 
 def _dtype(elem_type: int, what: str) -> DType:
-    if elem_type not in onnx.TensorProto.DataType.values():
-        raise GraphoptError(f"{what}: {elem_type} is not an ONNX element type")
+    _defined_element_type(elem_type, what)
     try:
         return DType.of(helper.tensor_dtype_to_np_dtype(elem_type))
     except (KeyError, ShapeError, TypeError):

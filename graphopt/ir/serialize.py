@@ -34,7 +34,11 @@ def weights_path(path: str | os.PathLike[str]) -> Path:
             first = f.readline(4096).decode("utf-8", "replace")
     except OSError:
         first = ""
-    m = _HEADER.match(first)
+    return _named_weights(path, first)
+
+
+def _named_weights(path: Path, text: str) -> Path:
+    m = _HEADER.match(text)
     return path.with_name(m["name"]) if m else path.with_suffix(".npz")
 
 
@@ -74,10 +78,9 @@ def load(path: str | os.PathLike[str]) -> Graph:
             text = path.read_text()
         except (OSError, UnicodeDecodeError) as e:
             raise FileError(f"cannot read {path}: {e}") from None
-        m = _HEADER.match(text)
-        npz = path.with_name(m["name"]) if m else path.with_suffix(".npz")
+        npz = _named_weights(path, text)
         if not npz.exists():
-            if m:
+            if _HEADER.match(text):
                 continue
             return _checked(parse(text), path)
         return _checked(parse(text, weights=read_npz(npz, f"weights of {path}")), path)

@@ -35,6 +35,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from graphopt.errors import GraphoptError, InternalError
+from graphopt.ir.types import bind_dims
 
 PIPELINES = ("canonicalize,fold-bn,fuse-activation,quantize{activations=none,budget=0}",
              "prune{ratio=0.5,round-to=1},sparsify{pattern=2:4}")
@@ -378,9 +379,10 @@ def exercise(graph: Any, workdir: Path) -> None:
 
     verify(graph)
     rng = np.random.default_rng(0)
-    inputs = [(rng.standard_normal([d if isinstance(d, int) else 2 for d in v.shape]) * 2).astype(v.dtype.numpy)
-              if v.dtype.is_float else np.ones([d if isinstance(d, int) else 2 for d in v.shape], v.dtype.numpy)
-              for v in graph.inputs]
+    sizes = {s: 2 for s in graph.symbols()}
+    shapes = [bind_dims(v.shape, sizes) for v in graph.inputs]
+    inputs = [(rng.standard_normal(shape) * 2).astype(v.dtype.numpy) if v.dtype.is_float else
+              np.ones(shape, v.dtype.numpy) for v, shape in zip(graph.inputs, shapes)]
     if sum(a.size for a in inputs) < 1 << 20:  # a mutated huge input dim is checked, not run
         interpret(graph, *inputs)
     for pipeline in PIPELINES:
