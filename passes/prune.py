@@ -144,7 +144,7 @@ class Prune(Pass):
                                _masked_columns(graph, analysis, kept), _kept_parameters(graph, kept))
         for g in candidates:
             gone = removed.get(id(g), [])
-            n = len(g.units)
+            n = g.size
             summary.groups.append(GroupReport(g.name, n * g.width, (n - len(gone)) * g.width, n,
                                               float(np.mean(scores[id(g)])) if n else None))
         summary.groups += reports
@@ -194,7 +194,7 @@ class Prune(Pass):
     def _scores(self, group: ChannelGroup, analysis: ChannelAnalysis, criterion: str, evidence: Evidence) -> np.ndarray:
         """One score per unit (higher is more important)."""
         if criterion == "random":
-            return np.random.default_rng([self.seed, len(group.units)]).random(len(group.units))
+            return np.random.default_rng([self.seed, group.size]).random(group.size)
         if criterion == "activation":
             keys = [k for k in group.keys if k in evidence.per_index]
         else:
@@ -202,16 +202,16 @@ class Prune(Pass):
             keys = [k for k in group.keys if analysis.roles.get(k) in wanted]
             if not keys and criterion == "bn-scale":  # no norm in the group: magnitude instead
                 keys = [k for k in group.keys if analysis.roles.get(k) in ("produce", "consume")]
-        scores = np.zeros(len(group.units))
+        scores = np.zeros(group.size)
         for key in keys:
             per_index = evidence.index_sums(key, analysis, criterion)
             if per_index is not None:
-                scores += np.array([per_index[u.indices[key]].sum() for u in group.units])
+                scores += group.members[key].sums(per_index)
         return np.sqrt(scores) if criterion == "l2" else scores
 
     # --- how many units each group keeps --------------------------------------------------------------
     def _keep_count(self, group: ChannelGroup, keep: int) -> int:
-        n = len(group.units)
+        n = group.size
         round_to = self.round_to or default_round_to()
         if group.width == 1 and round_to > 1:
             keep = math.ceil(keep / round_to) * round_to
@@ -225,12 +225,12 @@ class Prune(Pass):
             threshold = np.quantile(pooled, ratio) if pooled.size else 0.0
             keeps = {id(g): int((normalized[id(g)] > threshold).sum()) for g in groups}
         else:
-            keeps = {id(g): len(g.units) - math.floor(ratio * len(g.units)) for g in groups}
+            keeps = {id(g): g.size - math.floor(ratio * g.size) for g in groups}
         removed = {}
         for g in groups:
             keep = self._keep_count(g, keeps[id(g)])
             order = np.argsort(scores[id(g)], kind="stable")
-            removed[id(g)] = sorted(order[: len(g.units) - keep].tolist())
+            removed[id(g)] = sorted(order[: g.size - keep].tolist())
         return removed
 
     def _fit(self, groups: list[ChannelGroup], scores: dict[int, np.ndarray],
@@ -361,16 +361,14 @@ def _output_error(graph: Graph, analysis: ChannelAnalysis, removed: dict[int, li
 
 def _kept_indices(analysis: ChannelAnalysis, removed: dict[int, list[int]]) -> dict[Key, np.ndarray]:
     """For every (value, axis) that loses elements, the indices it keeps."""
-    gone: dict[Key, set[int]] = {}
+    keep: dict[Key, np.ndarray] = {}
     for g in analysis.groups:
-        for u in removed.get(id(g), []):
-            for key, idx in g.units[u].indices.items():
-                gone.setdefault(key, set()).update(idx)
-    kept = {}
-    for key, drop in gone.items():
-        size = analysis.values[key[0]].shape[key[1]]
-        kept[key] = np.array([i for i in range(size) if i not in drop], dtype=np.int64)  # type: ignore[arg-type]
-    return kept
+        units = removed.get(id(g), [])
+        for key, members in g.members.items() if units else ():
+            if key not in keep:
+                keep[key] = np.ones(analysis.values[key[0]].shape[key[1]], dtype=bool)  # type: ignore[arg-type]
+            keep[key][members.take(units)] = False
+    return {key: np.flatnonzero(mask) for key, mask in keep.items()}
 
 
 def _kept_parameters(graph: Graph, kept: dict[Key, np.ndarray]) -> dict[str, dict[int, list[int]]]:
@@ -450,20 +448,26 @@ class LayerShapes:
     def __init__(self, graph: Graph, analysis: ChannelAnalysis) -> None:
         self.graph = graph
         self.layers = [n for n in graph if get_op(n.op, n.loc).macs is not None]
-        wanted = {id(v) for n in self.layers for v in (*n.operands, *n.results)}
-        self.counts = {id(g): [{k: len(i) for k, i in u.indices.items() if k[0] in wanted} for u in g.units]
-                       for g in analysis.groups if g.frozen is None}
+        self.values = {id(v): v for n in self.layers for v in (*n.operands, *n.results)}
+        wanted = self.values
+        self.keys: dict[int, list[Key]] = {}
+        self.counts: dict[int, np.ndarray] = {}  # per group: key x unit -> indices the unit holds there
+        for g in analysis.groups:
+            if g.frozen is None:
+                keys = self.keys[id(g)] = [k for k in g.members if k[0] in wanted]
+                self.counts[id(g)] = np.array([g.members[k].counts for k in keys]).reshape(len(keys), g.size)
 
     def types(self, removal: dict[int, list[int]]) -> dict[int, TensorType]:
         gone: dict[int, dict[int, int]] = {}
         for gid, units in removal.items():
-            for u in units:
-                for (vid, axis), n in self.counts[gid][u].items():
-                    axes = gone.setdefault(vid, {})
-                    axes[axis] = axes.get(axis, 0) + n
-        values = {id(v): v for n in self.layers for v in (*n.operands, *n.results) if id(v) in gone}
-        return {vid: v.type.with_shape(tuple(d - gone[vid].get(a, 0) if isinstance(d, int) else d
-                                             for a, d in enumerate(v.shape))) for vid, v in values.items()}
+            if not units or not self.keys[gid]:
+                continue
+            for (vid, axis), n in zip(self.keys[gid], self.counts[gid][:, units].sum(axis=1).tolist()):
+                axes = gone.setdefault(vid, {})
+                axes[axis] = axes.get(axis, 0) + n
+        return {vid: self.values[vid].type.with_shape(tuple(d - axes.get(a, 0) if isinstance(d, int) else d
+                                                            for a, d in enumerate(self.values[vid].shape)))
+                for vid, axes in gone.items()}
 
     def macs(self, removal: dict[int, list[int]]) -> int:
         types = self.types(removal)

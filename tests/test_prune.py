@@ -56,7 +56,7 @@ def test_grouped_and_depthwise_convs_prune_whole_groups() -> None:
     graph, x = traced("regnet_y_400mf")
     analysis = analyze_channels(graph)
     grouped = [g for g in analysis.prunable if g.width > 1]
-    assert grouped and all(len(u.indices[g.keys[0]]) == g.width for g in grouped for u in g.units)
+    assert grouped and all((g.members[g.keys[0]].counts == g.width).all() for g in grouped)
     result = check_masked(graph, "prune{ratio=0.5,round-to=1}", x)
     convs = [n for n in result.graph if n.op == "conv2d" and n.attrs["groups"] > 1]
     assert convs and all(n.operands[0].shape[1] // n.attrs["groups"] == n.operands[1].shape[1] for n in convs)

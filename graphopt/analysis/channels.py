@@ -18,7 +18,6 @@ Only axes whose size is an int are tracked: a symbolic dim (batch, sequence) nev
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,10 +35,30 @@ MAX_RESHAPE_BLOCK = 1 << 24  # elements a merged/split reshape block may map one
 
 
 @dataclass
-class Unit:
-    """One removable unit: the indices it holds on each (value, axis) of its group."""
+class Members:
+    """The indices each unit of a group holds on one (value, axis): unit u holds
+    `flat[offsets[u]:offsets[u + 1]]`. One flat array per axis, since the pruning searches sum and
+    gather over every unit hundreds of times."""
 
-    indices: dict[Key, list[int]]
+    flat: np.ndarray
+    offsets: np.ndarray
+
+    def of(self, unit: int) -> np.ndarray:
+        return self.flat[self.offsets[unit]:self.offsets[unit + 1]]
+
+    @property
+    def counts(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def take(self, units: Sequence[int]) -> np.ndarray:
+        """The indices the given units hold, together."""
+        if not len(units):
+            return self.flat[:0]
+        return np.concatenate([self.of(u) for u in units])
+
+    def sums(self, per_index: np.ndarray) -> np.ndarray:
+        """`per_index` summed over each unit's indices."""
+        return np.add.reduceat(per_index[self.flat], self.offsets[:-1])
 
 
 @dataclass
@@ -47,12 +66,15 @@ class ChannelGroup:
     """Units that touch the same tensors. `producers` are the layers whose output channels the
     group's units are; `frozen` says why the group cannot be pruned (None when it can)."""
 
-    units: list[Unit]  # every unit of a prunable group; the first only of a frozen one
-    keys: list[Key]
+    members: dict[Key, Members]  # every unit of a prunable group; the first only of a frozen one
     producers: list[Node]
     frozen: str | None
     width: int = 1  # channels of the producers' output axis in one unit (a head's size, a conv group's)
     size: int = 0  # how many units
+
+    @property
+    def keys(self) -> list[Key]:
+        return list(self.members)
 
     @property
     def name(self) -> str:
@@ -81,14 +103,16 @@ class ChannelAnalysis:
 
 
 class _Elements:
-    """Union-find over the elements of every tracked (value, axis)."""
+    """The elements of every tracked (value, axis) and the edges between them; `roots()` joins them
+    at the end (connected components in numpy, since big models have millions of elements)."""
 
     def __init__(self) -> None:
-        self.parent: list[int] = []
+        self.count = 0
         self.base: dict[Key, int] = {}
         self.keys: list[Key] = []
-        self.owner: list[int] = []  # element -> index into keys
-        self.frozen: dict[int, str] = {}  # element -> why
+        self.sizes: list[int] = []
+        self.edges: list[tuple[np.ndarray, np.ndarray]] = []
+        self.frozen: list[tuple[range, str]] = []
         self.values: dict[int, Value] = {}
 
     def row(self, value: Value, axis: int) -> range | None:
@@ -101,25 +125,17 @@ class _Elements:
             return None
         key = (id(value), axis)
         if key not in self.base:
-            self.base[key] = len(self.parent)
+            self.base[key] = self.count
             self.values[id(value)] = value
-            self.parent.extend(range(len(self.parent), len(self.parent) + size))
-            self.owner.extend([len(self.keys)] * size)
+            self.count += size
             self.keys.append(key)
+            self.sizes.append(size)
         start = self.base[key]
         return range(start, start + size)
 
-    def find(self, e: int) -> int:
-        parent = self.parent
-        while parent[e] != e:
-            parent[e] = parent[parent[e]]
-            e = parent[e]
-        return e
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
+    def union(self, a: np.ndarray | range, b: np.ndarray | range) -> None:
+        """Element a[i] is element b[i]."""
+        self.edges.append((np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)))
 
     def tie(self, a: Value, axis_a: int, b: Value, axis_b: int) -> None:
         """Index i of one axis is index i of the other (sizes must match; else both freeze)."""
@@ -130,29 +146,46 @@ class _Elements:
             self.freeze(a, [axis_a], "axes of different sizes meet")
             self.freeze(b, [axis_b], "axes of different sizes meet")
             return
-        for x, y in zip(ra, rb):
-            self.union(x, y)
+        self.union(ra, rb)
 
     def tie_blocks(self, a: Value, axis_a: int, b: Value, axis_b: int, blocks: int) -> None:
         """Both axes split into `blocks` equal blocks; block k of each is one unit (conv and norm groups)."""
+        firsts = []
         for value, axis in ((a, axis_a), (b, axis_b)):
             row = self.row(value, axis)
             if row is None or len(row) % blocks:
                 continue
             size = len(row) // blocks
-            for k in range(blocks):
-                for e in row[k * size + 1:(k + 1) * size]:
-                    self.union(row[k * size], e)
-        ra, rb = self.row(a, axis_a), self.row(b, axis_b)
-        if ra is not None and rb is not None and len(ra) % blocks == 0 and len(rb) % blocks == 0:
-            for k in range(blocks):
-                self.union(ra[k * (len(ra) // blocks)], rb[k * (len(rb) // blocks)])
+            self.union(row, row.start + np.arange(len(row)) // size * size)
+            firsts.append(row.start + np.arange(blocks) * size)
+        if len(firsts) == 2:
+            self.union(*firsts)
 
     def freeze(self, value: Value, axes: Sequence[int] | None, why: str) -> None:
         for axis in range(value.type.rank) if axes is None else axes:
             row = self.row(value, axis)
-            for e in row or ():
-                self.frozen.setdefault(e, why)
+            if row:
+                self.frozen.append((row, why))
+
+    def roots(self) -> np.ndarray:
+        """Each element's component, named by its smallest element: roots hook onto the smaller
+        root across every edge that still joins two components, then pointer jumping flattens."""
+        parent = np.arange(self.count, dtype=np.int64)
+        a = np.concatenate([e[0] for e in self.edges]) if self.edges else parent[:0]
+        b = np.concatenate([e[1] for e in self.edges]) if self.edges else parent[:0]
+        while a.size:
+            ra, rb = parent[a], parent[b]
+            apart = ra != rb
+            if not apart.any():
+                break
+            a, b, ra, rb = a[apart], b[apart], ra[apart], rb[apart]
+            np.minimum.at(parent, np.maximum(ra, rb), np.minimum(ra, rb))
+            while True:
+                jumped = parent[parent]
+                if np.array_equal(jumped, parent):
+                    break
+                parent = jumped
+        return parent
 
 
 # --- how each ChannelRule couples an op's tensors -------------------------------------------------------------
@@ -232,8 +265,7 @@ def _segments(el: _Elements, whole: Value, parts: Sequence[Value], dim: int, wha
         return
     offset = 0
     for row in rows:
-        for i, e in enumerate(row):  # type: ignore[arg-type]
-            el.union(e, whole_row[offset + i])
+        el.union(row, whole_row[offset:offset + len(row)])  # type: ignore[arg-type]
         offset += len(row)  # type: ignore[arg-type]
 
 
@@ -323,8 +355,7 @@ def _fold(el: _Elements, node: Node, x: Value, ins: list[int], out: Value, outs:
         return
     inner = math.prod(sizes[pos + 1:])  # type: ignore[arg-type]
     coordinate = (np.arange(total) // inner) % sizes[pos]  # type: ignore[operator]
-    for flat, c in enumerate(coordinate.tolist()):
-        el.union(row_one[flat], row_many[c])
+    el.union(row_one, row_many.start + coordinate)
 
 
 def _lost_later(value: Value, axis: int, depth: int = 8) -> bool:
@@ -476,7 +507,7 @@ def analyze_channels(graph: Graph) -> ChannelAnalysis:
     """The channel groups of `graph` (see the module docstring)."""
     el = _Elements()
     roles: dict[Key, str] = {}
-    producers: dict[int, Node] = {}  # element of a producing weight row -> its layer
+    producers: dict[Key, tuple[range, Node]] = {}  # a producing weight row -> its elements, its layer
     for v in graph.inputs:
         el.freeze(v, None, "graph input")
     for node in graph:
@@ -490,62 +521,80 @@ def analyze_channels(graph: Graph) -> ChannelAnalysis:
             if roles.get(key) not in ("produce", "consume"):
                 roles[key] = role
             if role == "produce":
-                for e in row:
-                    producers.setdefault(e, node)
+                producers.setdefault(key, (row, node))
     for v in graph.outputs:
         el.freeze(v, None, "graph output")
     return ChannelAnalysis(graph, _groups(el, producers), roles, el.values)
 
 
-def _groups(el: _Elements, producers: dict[int, Node]) -> list[ChannelGroup]:
+def _elements_of(rows: Sequence[range]) -> tuple[np.ndarray, np.ndarray]:
+    """Every element of `rows`, and which row it came from."""
+    elements = np.concatenate([np.arange(r.start, r.stop) for r in rows])
+    return elements, np.repeat(np.arange(len(rows)), [len(r) for r in rows])
+
+
+def _groups(el: _Elements, producers: dict[Key, tuple[range, Node]]) -> list[ChannelGroup]:
     """Components that hold a producer, grouped by the tensors they touch (components without one
     can never be removed: batch, spatial and sequence axes, input channels). Only groups that can be
-    pruned keep the indices of each unit; frozen ones keep their size for the report."""
+    pruned keep the indices of each unit; frozen ones keep their size for the report. Everything
+    here is array work over the elements: big models have millions of them."""
     if not producers:
         return []
-    roots = np.asarray(el.parent, dtype=np.int64)
-    while True:  # pointer jumping: every element to its component's root
-        jumped = roots[roots]
-        if np.array_equal(jumped, roots):
-            break
-        roots = jumped
-    made_by: dict[int, list[Node]] = defaultdict(list)
-    for e, node in producers.items():
-        made_by[int(roots[e])].append(node)
-    frozen: dict[int, str] = {}
-    for e, why in el.frozen.items():
-        if int(roots[e]) in made_by:
-            frozen.setdefault(int(roots[e]), why)
-    owner = np.asarray(el.owner, dtype=np.int64)
+    roots = el.roots()
+    produced, maker = _elements_of([row for row, _ in producers.values()])
+    kinds = np.unique(roots[produced])  # the components that hold a producer, by root
+    owner = np.repeat(np.arange(len(el.keys)), el.sizes)
     local = np.arange(len(roots)) - np.asarray([el.base[k] for k in el.keys], dtype=np.int64)[owner]
-    chosen = np.flatnonzero(np.isin(roots, np.fromiter(made_by, dtype=np.int64)))
+    chosen = np.flatnonzero(np.isin(roots, kinds))
     order = chosen[np.lexsort((local[chosen], owner[chosen], roots[chosen]))]  # by root, then key, then index
     pair = roots[order] * len(el.keys) + owner[order]
     pair_starts = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
-    pair_roots, pair_owners = roots[order[pair_starts]], owner[order[pair_starts]]
-    root_starts = np.flatnonzero(np.r_[True, pair_roots[1:] != pair_roots[:-1]])
+    pair_ends = np.r_[pair_starts[1:], len(order)]
+    pair_owners = owner[order[pair_starts]]
+    root_starts = np.flatnonzero(np.r_[True, np.diff(roots[order[pair_starts]]) != 0])  # component i's pairs
+    root_ends = np.r_[root_starts[1:], len(pair_starts)]
     salt = np.random.default_rng(0).integers(0, 2**63, len(el.keys), dtype=np.uint64)
     with np.errstate(over="ignore"):
         signature = np.add.reduceat(salt[pair_owners], root_starts)  # the set of tensors a component touches
-    by_signature: dict[int, list[int]] = defaultdict(list)
-    for i, sig in enumerate(signature.tolist()):
-        by_signature[sig].append(i)
-    pair_ends = [*pair_starts[1:].tolist(), len(order)]
-    root_ends = [*root_starts[1:].tolist(), len(pair_starts)]
+    _, first_seen, group_of = np.unique(signature, return_index=True, return_inverse=True)
+    group_of = np.argsort(np.argsort(first_seen))[group_of]  # groups numbered in order of appearance
+    n_groups = len(first_seen)
 
-    def unit(i: int) -> Unit:
-        return Unit({el.keys[pair_owners[j]]: local[order[pair_starts[j]:pair_ends[j]]].tolist()
-                     for j in range(root_starts[i], root_ends[i])})
+    layers = np.unique(group_of[np.searchsorted(kinds, roots[produced])] * len(producers) + maker)
+    nodes = [node for _, node in producers.values()]
+    layers_of: list[list[Node]] = [[] for _ in range(n_groups)]
+    for code in layers.tolist():
+        layers_of[code // len(producers)].append(nodes[code % len(producers)])
+    first_freeze = np.full(n_groups, len(el.frozen))  # the first freeze that touches each group
+    if el.frozen:
+        frozen, why = _elements_of([row for row, _ in el.frozen])
+        hit = np.isin(roots[frozen], kinds)
+        np.minimum.at(first_freeze, group_of[np.searchsorted(kinds, roots[frozen[hit]])], why[hit])
 
+    def members(components: np.ndarray) -> dict[Key, Members]:
+        """Each key's indices, unit by unit: components with one signature list the same keys in
+        the same order, so key k of component i is pair root_starts[i] + k."""
+        first = root_starts[components[0]]
+        n_keys, n_units = root_ends[components[0]] - first, len(components)
+        pairs = (root_starts[components][None, :] + np.arange(n_keys)[:, None]).ravel()  # key-major
+        starts, lengths = pair_starts[pairs], pair_ends[pairs] - pair_starts[pairs]
+        offsets = np.r_[0, np.cumsum(lengths)]
+        flat = local[order[np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])]]
+        out = {}
+        for k in range(n_keys):
+            span = offsets[k * n_units:(k + 1) * n_units + 1]
+            out[el.keys[pair_owners[first + k]]] = Members(flat[span[0]:span[-1]], span - span[0])
+        return out
+
+    by_group = np.argsort(group_of, kind="stable")
+    bounds = np.r_[0, np.cumsum(np.bincount(group_of, minlength=n_groups))]
     groups = []
-    for components in by_signature.values():
-        group_roots = [int(pair_roots[root_starts[i]]) for i in components]
-        layers = list({id(n): n for r in group_roots for n in made_by[r]}.values())
-        why = next((frozen[r] for r in group_roots if r in frozen), None)
-        first = unit(components[0])
-        units = [first, *(unit(i) for i in components[1:])] if why is None else [first]
-        width = max(len(v) for v in first.indices.values())
-        groups.append(ChannelGroup(units, list(first.indices), layers, why, width, len(components)))
+    for g in range(n_groups):
+        components = by_group[bounds[g]:bounds[g + 1]]
+        why = el.frozen[first_freeze[g]][1] if first_freeze[g] < len(el.frozen) else None
+        held = members(components if why is None else components[:1])
+        width = max(int(m.offsets[1]) for m in held.values())
+        groups.append(ChannelGroup(held, layers_of[g], why, width, len(components)))
     return groups
 
 
