@@ -80,3 +80,20 @@ def test_sparsify_only_zeroes_weights_on_generated_graphs(case: tuple[go.Graph, 
 def test_bad_sparsify_options(pipeline: str, message: str) -> None:
     with pytest.raises(go.OptionError, match=message):
         go.run_pipeline(conv_relu_graph(), pipeline)
+
+
+def test_semi_structured_plan_picks_the_2_4_linear_weights() -> None:
+    from graphopt.backends.torch_sparse import semi_structured_plan, to_semi_structured
+
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(128, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64),
+                              torch.nn.ReLU(), torch.nn.Linear(64, 10))
+    graph = go.from_torch(mlp.eval(), (torch.randn(2, 128),))
+    sparse = go.run_pipeline(graph, "sparsify{pattern=2:4}").graph
+    plan = semi_structured_plan(go.to_torch(sparse))
+    assert list(plan.values()) == [None, None, "shape 10x64: the kernels need multiples of 16x16"]
+    dense_plan = semi_structured_plan(go.to_torch(graph))
+    assert all(why and "not 2:4" in why for why in list(dense_plan.values())[:2])
+    if not torch.cuda.is_available():
+        with pytest.raises(go.UnsupportedError, match="no CUDA device"):
+            to_semi_structured(go.to_torch(sparse))
