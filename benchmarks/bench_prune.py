@@ -139,6 +139,7 @@ def speed(repeats: int, tmp: Path) -> str:
     lines += ["", "`prune{latency=0.5}` (the layer latency table measured at batch 8, 1 thread; then the whole model "
               "measured by ONNX Runtime):", "", "| model | latency asked | latency measured | MACs kept |",
               "|---|---:|---:|---:|"]
+    latency_targets = []
     for name in ("resnet50", "mobilenet_v2"):
         model, _ = models.torchvision_model(name)
         path = tmp / f"{name}.latency.onnx"
@@ -149,6 +150,9 @@ def speed(repeats: int, tmp: Path) -> str:
         measured = ort_ms(path, {"x": x8}, 1, repeats) / ort_ms(base, {"x": x8}, 1, repeats)
         lines.append(f"| {name} | 50% | {measured:.1%} | {summary.macs_after / summary.macs_before:.1%} |")
         print(lines[-1], file=sys.stderr, flush=True)
+        latency_targets.append(verdict(f"{name}: latency=0.5 lands within 5% of it (47.5-52.5%)",
+                                       abs(measured - 0.5) <= 0.025, f"{measured:.1%}"))
+    lines += ["", *latency_targets]
     lines += ["", "Sweep (batch 8, 1 thread; latency of the pruned model / unpruned, below 1 is faster):", "",
               "| model | ratio | MACs kept | latency ratio |", "|---|---:|---:|---:|"]
     for name in ("mobilenet_v2", "resnet18"):

@@ -14,6 +14,7 @@ from graphopt.passes import (  # noqa: F401  (registration)
     fuse_activation,
     prune,
     quantize,
+    remove_blocks,
     remove_identity,
     sparsify,
 )

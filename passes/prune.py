@@ -24,7 +24,7 @@ import numpy as np
 from graphopt.analysis.channels import ChannelAnalysis, ChannelGroup, ChannelGroups, Key
 from graphopt.analysis.cost import graph_cost
 from graphopt.analysis.latency import LatencyTable, cpu_kind, layers_ms, model_ms, random_inputs
-from graphopt.errors import GraphoptError, InternalError, OptionError
+from graphopt.errors import InternalError, OptionError
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node
 from graphopt.ir.types import TensorType
@@ -180,15 +180,8 @@ class Prune(Pass):
         return candidates, reports
 
     def _samples(self, ctx: PassContext) -> list[tuple[np.ndarray, ...]]:
-        data = ctx.get("calibration")
-        if data is None:
-            if self.criterion in DATA_CRITERIA:
-                raise GraphoptError(f"prune{{criterion={self.criterion}}} needs input samples: pass calibration="
-                                    "[input tuples] to run_pipeline (CLI: --calibration FILE.npz)")
-            return []
-        from graphopt.quant.calibration import Calibration
-
-        return (data if isinstance(data, Calibration) else Calibration(data)).samples[: self.samples]
+        return ctx.samples(f"prune{{criterion={self.criterion}}}", self.samples,
+                           required=self.criterion in DATA_CRITERIA)
 
     def _scores(self, group: ChannelGroup, analysis: ChannelAnalysis, criterion: str, evidence: Evidence) -> np.ndarray:
         """One score per unit (higher is more important)."""
@@ -449,11 +442,8 @@ def _new_attrs(node: Node, types: dict[int, TensorType]) -> dict[str, Any]:
 
 def _pruned_clone(graph: Graph, kept: dict[Key, np.ndarray]) -> Graph:
     """A pruned copy; `graph` stays as it is."""
-    trial = graph.clone()
-    old = [*graph.inputs, *graph.parameters, *(r for n in graph for r in n.results)]
-    new = [*trial.inputs, *trial.parameters, *(r for n in trial for r in n.results)]
-    to_trial = {id(a): id(b) for a, b in zip(old, new)}
-    apply_pruning(trial, {(to_trial[vid], axis): keep for (vid, axis), keep in kept.items()})
+    trial, mapping = graph.clone_with_mapping()
+    apply_pruning(trial, {(id(mapping[vid]), axis): keep for (vid, axis), keep in kept.items()})
     return trial
 
 

@@ -57,3 +57,21 @@ def tiny_transformer(family: str) -> tuple[object, tuple[object, object]]:
     mask = torch.ones(2, 16, dtype=torch.long)
     mask[1, 12:] = 0
     return LastHidden(model).eval(), (ids, mask)
+
+
+def traced(name: str, size: int = 32, **kwargs: object) -> tuple[go.Graph, np.ndarray]:
+    """A torchvision model (VisionTransformer: a small one, 4 heads of 16) with seeded random weights."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    if name == "vit":
+        kwargs = {"image_size": size, "patch_size": 8, "num_layers": 2, "num_heads": 4, "hidden_dim": 64,
+                  "mlp_dim": 128, "num_classes": 10, **kwargs}
+    model = getattr(torchvision.models, "VisionTransformer" if name == "vit" else name)(**kwargs).eval()
+    with torch.no_grad():  # zero-initialised heads (ViT) would make every output 0
+        for p in model.parameters():
+            if p.dim() > 1 and not p.any():
+                torch.nn.init.normal_(p, std=0.02)
+    x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
+    return go.from_torch(model, (torch.from_numpy(x),)), x

@@ -11,22 +11,7 @@ import torchvision
 import graphopt as go
 from graphopt.analysis import analyze_channels
 from graphopt.testing.pruning import check_masked, check_prune, masked_graph, prune_summary
-from tests.helpers import conv_relu_graph, tiny_transformer
-
-
-def traced(name: str, size: int = 32, **kwargs: object) -> tuple[go.Graph, np.ndarray]:
-    """A torchvision model (VisionTransformer: a small one, 4 heads of 16) with seeded random weights."""
-    torch.manual_seed(0)
-    if name == "vit":
-        kwargs = {"image_size": size, "patch_size": 8, "num_layers": 2, "num_heads": 4, "hidden_dim": 64,
-                  "mlp_dim": 128, "num_classes": 10, **kwargs}
-    model = getattr(torchvision.models, "VisionTransformer" if name == "vit" else name)(**kwargs).eval()
-    with torch.no_grad():  # zero-initialised heads (ViT) would make every output 0
-        for p in model.parameters():
-            if p.dim() > 1 and not p.any():
-                torch.nn.init.normal_(p, std=0.02)
-    x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
-    return go.from_torch(model, (torch.from_numpy(x),)), x
+from tests.helpers import conv_relu_graph, tiny_transformer, traced
 
 
 def group_names(graph: go.Graph) -> dict[str, tuple[int, int, str | None]]:

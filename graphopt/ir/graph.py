@@ -189,6 +189,10 @@ class Graph:
     # --- whole-graph operations -----------------------------------------------------------------
     def clone(self) -> Graph:
         """An independent copy; parameter arrays are shared (they are read-only)."""
+        return self.clone_with_mapping()[0]
+
+    def clone_with_mapping(self) -> tuple[Graph, dict[int, Value]]:
+        """A copy and, for every value of this graph (by id), its counterpart in the copy."""
         new = Graph(self.name)
         mapping: dict[int, Value] = {}
         for v in self.inputs:
@@ -210,7 +214,7 @@ class Graph:
             for old, fresh in zip(node.results, copy.results):
                 mapping[id(old)] = fresh
         new.outputs = [mapping[id(v)] for v in self.outputs]
-        return new
+        return new, mapping
 
     def symbols(self) -> list[str]:
         """Symbolic dims used by the inputs, in order of appearance."""

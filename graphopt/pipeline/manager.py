@@ -27,10 +27,45 @@ class PassContext:
         self.change_count = 0
         self.change_log: list[str] = []
         self.current_pass = ""
+        self.graph: Graph | None = None  # the graph the pipeline runs on
+        self.received: Graph | None = None  # a copy of it as the pipeline received it (for teachers)
         self._analyses: dict[str, Any] = {}
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.options.get(key, default)
+
+    def samples(self, needed_by: str, limit: int | None = None, required: bool = True) -> list[tuple[Any, ...]]:
+        """The input samples the user gave (`calibration=`, else `data=`), as tuples of arrays, at
+        most `limit`; a missing set is an error naming the pass that needs it (or [] when not
+        `required`). A trailing label in `data=` tuples is for training, not here: see `labeled`."""
+        from graphopt.quant.calibration import Calibration
+
+        data = self.options.get("calibration")
+        if data is None and self.options.get("data") is not None:
+            data = [sample[0] for sample in self.labeled(needed_by)]
+        if data is None:
+            if not required:
+                return []
+            raise GraphoptError(f"{needed_by} needs input samples: pass calibration=[input tuples] (or data=) to "
+                                "run_pipeline (CLI: --calibration FILE.npz)")
+        return (data if isinstance(data, Calibration) else Calibration(data)).samples[:limit]
+
+    def labeled(self, needed_by: str) -> list[tuple[tuple[Any, ...], Any]]:
+        """`data=` as (inputs, label or None) pairs: a sample with one array more than the graph
+        has inputs carries its label last."""
+        data = self.options.get("data")
+        if data is None:
+            raise GraphoptError(f"{needed_by} needs training data: pass data=[input tuples, optionally with a label "
+                                "last] to run_pipeline (CLI: --data FILE.npz)")
+        inputs = len(self.graph.inputs) if self.graph is not None else None
+        out = []
+        for sample in data:
+            items = tuple(sample) if isinstance(sample, tuple | list) else (sample,)
+            if inputs is not None and len(items) == inputs + 1:
+                out.append((items[:-1], items[-1]))
+            else:
+                out.append((items, None))
+        return out
 
     def analysis(self, kind: type[Analysis], graph: Graph) -> Any:
         """The cached result of `kind` on `graph`, computed on first request."""
@@ -110,6 +145,9 @@ class PassManager:
         """Run the passes on `graph` in place (in `ctx` when given, e.g. to read its change log
         after a failure)."""
         ctx = ctx or PassContext(options, change_limit)
+        ctx.graph = graph
+        if any(p.needs_received for p in self.passes):
+            ctx.received = graph.clone()
         result = PipelineResult(graph)
         for inst in self.instruments:
             inst.before_pipeline(graph, ctx)

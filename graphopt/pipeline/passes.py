@@ -107,6 +107,7 @@ class OptionSpec:
 class Pass(ABC):
     name: ClassVar[str]
     contract: ClassVar[Contract]
+    needs_received: ClassVar[bool] = False  # reads ctx.received, the graph as the pipeline got it (a teacher)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

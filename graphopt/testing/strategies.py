@@ -124,3 +124,44 @@ def inputs_for(draw: Callable[[st.SearchStrategy[Any]], Any], graph: Graph) -> l
 def graphs_with_inputs(draw: Callable[[st.SearchStrategy[Any]], Any], **kwargs: Any) -> tuple[Graph, list[np.ndarray]]:
     graph = draw(graphs(**kwargs))
     return graph, draw(inputs_for(graph))
+
+
+@st.composite
+def residual_graphs(draw: Callable[[st.SearchStrategy[Any]], Any], *, max_blocks: int = 4) -> Graph:
+    """A stack of residual blocks, the units block removal works on: conv blocks (identity or
+    projection shortcut, activation after the add or not, a plain same-width conv between them) on
+    an image, or pre-norm transformer-style FFN blocks on a sequence; branches sometimes also
+    produce a graph output mid-stack, which makes them not removable."""
+    graph = Graph("residual")
+    sampler = GraphSampler(draw, graph, draw(st.integers(0, 2**32 - 1)))
+    channels = draw(st.integers(2, 5))
+    if draw(st.booleans()):
+        x = graph.add_input(TensorType("float32", [1, channels, 5, 5]), "x")
+        for _ in range(draw(st.integers(1, max_blocks))):
+            out_channels = draw(st.sampled_from([channels, channels, channels + 1]))
+            w1 = sampler.weight((out_channels, channels, 3, 3))
+            h = graph.create("relu", [graph.create("conv2d", [x, w1], {"padding": [1, 1]}).result]).result
+            w2 = sampler.weight((out_channels, out_channels, 3, 3))
+            h = graph.create("conv2d", [h, w2], {"padding": [1, 1]}).result
+            shortcut = x if out_channels == channels else \
+                graph.create("conv2d", [x, sampler.weight((out_channels, channels, 1, 1))]).result
+            if draw(st.integers(0, 6)) == 0:
+                graph.outputs = [*graph.outputs, h]
+            x = graph.create("add", [h, shortcut] if draw(st.booleans()) else [shortcut, h]).result
+            if draw(st.booleans()):
+                x = graph.create("relu", [x]).result
+            channels = out_channels
+            if draw(st.integers(0, 3)) == 0:  # a plain same-width layer
+                x = graph.create("relu", [graph.create("conv2d", [x, sampler.weight((channels, channels, 1, 1))])
+                                          .result]).result
+    else:
+        x = graph.add_input(TensorType("float32", [1, 3, channels * 2]), "x")
+        width = channels * 2
+        for _ in range(draw(st.integers(1, max_blocks))):
+            h = graph.create("layer_norm", [x, sampler.weight((width,), positive=True)],
+                             {"normalized_shape": [width]}).result
+            h = graph.create("gelu", [graph.create("linear", [h, sampler.weight((2 * width, width))]).result]).result
+            h = graph.create("linear", [h, sampler.weight((width, 2 * width))]).result
+            x = graph.create("add", [x, h]).result
+    graph.outputs = [*graph.outputs, x]
+    return graph
