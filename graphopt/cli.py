@@ -126,7 +126,7 @@ def cmd_opt(args: argparse.Namespace) -> None:
     from graphopt.analysis import graph_cost
     from graphopt.pipeline import DumpToFolder, PrintAfter, Timing, run_pipeline
     from graphopt.pipeline.spec import parse_pipeline
-    from graphopt.report import prune_plot_path
+    from graphopt.report import PLOTS, plot_path
 
     out = Path(args.output)
     if out.suffix not in (".gir", ".onnx"):
@@ -138,7 +138,7 @@ def cmd_opt(args: argparse.Namespace) -> None:
                          f"({', '.join(p.name for p in passes) or 'empty'})")
     report = Path(args.report) if args.report else out.with_suffix(".report.md")
     check_paths(reads=model_reads(args.model) + calibration_reads(args.calibration),
-                writes=[*model_writes(out), report, report.with_suffix(".png"), prune_plot_path(report)],
+                writes=[*model_writes(out), report, report.with_suffix(".png"), *(plot_path(report, k) for k in PLOTS)],
                 folders=[Path(args.dump)] if args.dump else [])
     graph = load_model(args.model, args.input_shape, args.dynamic_batch)
     options = {}
@@ -159,11 +159,9 @@ def cmd_opt(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
     sections = []
     for record in result.records:
-        if record.spec.startswith("prune") and record.details is not None:
-            from graphopt.report import prune_section
-
+        if hasattr(record.details, "section"):  # passes that report (prune, remove-blocks)
             print(record.details.line())
-            sections.append(prune_section(report, record.details))
+            sections.append(record.details.section(report))
         if record.spec.startswith("quantize") and record.details is not None:
             from graphopt.quant.report import quantize_section
 

@@ -1,5 +1,5 @@
 """The report a pipeline run writes: one markdown file with a section for each pass that reports
-(prune, quantize), each with its plot beside the file."""
+(prune, remove-blocks, quantize), each with its plot beside the file."""
 
 from __future__ import annotations
 
@@ -17,8 +17,11 @@ def write_report(path: Path, model: str, sections: list[list[str]]) -> Path:
     return atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def prune_plot_path(report: Path) -> Path:
-    return report.with_name(report.stem + ".prune.png")
+PLOTS = ("prune", "blocks")  # the plots a report may have besides the quantization one
+
+
+def plot_path(report: Path, kind: str) -> Path:
+    return report.with_name(f"{report.stem}.{kind}.png")
 
 
 def prune_section(path: Path, summary: Any) -> list[str]:
@@ -35,8 +38,8 @@ def prune_section(path: Path, summary: Any) -> list[str]:
              f"- groups pruned: {sum(g.channels_after < g.channels_before for g in pruned)} of {len(pruned)} "
              f"candidates; left alone: {len(alone)}"]
     if pruned:
-        _plot(prune_plot_path(path), pruned)
-        lines += ["", f"![channels per group]({prune_plot_path(path).name})", "",
+        _plot(plot_path(path, "prune"), pruned)
+        lines += ["", f"![channels per group]({plot_path(path, 'prune').name})", "",
                   "| group (the layers producing its channels) | channels before | after | units | mean importance |",
                   "|---|---:|---:|---:|---:|"]
         lines += [f"| `{g.name}` | {g.channels_before} | {g.channels_after} | {g.units} | "
@@ -47,13 +50,56 @@ def prune_section(path: Path, summary: Any) -> list[str]:
     return lines
 
 
-def _plot(path: Path, groups: list[Any]) -> None:
+def blocks_section(path: Path, summary: Any) -> list[str]:
+    """Markdown for a BlockSummary: the cost before and after, and every unit ranked by its score
+    (lowest first: the ones that change the model least), with a plot of the ranking."""
+    lines = ["## Block removal", "", f"- pipeline pass: `{summary.spec}`",
+             f"- MACs: {summary.macs_before:,} -> {summary.macs_after:,} "
+             f"({summary.macs_after / max(summary.macs_before, 1):.1%} kept)",
+             f"- parameters: {summary.params_before:,} -> {summary.params_after:,} "
+             f"({summary.params_after / max(summary.params_before, 1):.1%} kept)",
+             f"- removed: {len(summary.removed)} of {len(summary.units)} unit(s)"
+             + (f"; {summary.note}" if summary.note else "")]
+    if summary.units:
+        ranked = sorted(summary.units, key=lambda u: u.score)
+        _plot_scores(plot_path(path, "blocks"), ranked)
+        lines += ["", f"![units ranked by score]({plot_path(path, 'blocks').name})", "",
+                  "| rank | unit | kind | score | MACs | removed |", "|---:|---|---|---:|---:|---|"]
+        lines += [f"| {i} | `{u.name}` | {u.kind} | {u.score:.4g} | {u.macs:,} | {'yes' if u.removed else ''} |"
+                  for i, u in enumerate(ranked, 1)]
+    return lines
+
+
+def _figure(width: float) -> tuple[Any, Any]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.25 * len(groups)), 4.0))
+    return plt.subplots(figsize=(max(6.0, width), 4.0))
+
+
+def _save(path: Path, fig: Any) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    plt.close(fig)
+
+
+def _plot_scores(path: Path, ranked: list[Any]) -> None:
+    fig, ax = _figure(0.3 * len(ranked))
+    x = range(len(ranked))
+    finite = [u.score if u.score == u.score and abs(u.score) != float("inf") else 0.0 for u in ranked]
+    ax.bar(x, finite, color=["tab:red" if u.removed else "tab:blue" for u in ranked])
+    ax.set_xticks(list(x), [u.name for u in ranked], rotation=90, fontsize=6)
+    ax.set_ylabel("score (lower changes the model less)")
+    ax.set_title("Removable units ranked by score (red: removed)")
+    _save(path, fig)
+
+
+def _plot(path: Path, groups: list[Any]) -> None:
+    fig, ax = _figure(0.25 * len(groups))
     x = range(len(groups))
     ax.bar(x, [g.channels_before for g in groups], color="lightgray", label="before")
     ax.bar(x, [g.channels_after for g in groups], color="tab:blue", label="after")
@@ -61,6 +107,4 @@ def _plot(path: Path, groups: list[Any]) -> None:
     ax.set_ylabel("channels (rows of the producing weights)")
     ax.set_title("Channels per group before and after pruning")
     ax.legend()
-    fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
-    plt.close(fig)
+    _save(path, fig)

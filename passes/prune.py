@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from graphopt.ir.node import Node
 from graphopt.ir.types import TensorType
 from graphopt.ops import get_op
 from graphopt.pipeline import Contract, Pass, PassContext, PassResult, option, register_pass
+from graphopt.report import prune_section
 
 CRITERIA = ("l1", "l2", "bn-scale", "activation", "taylor", "random", "auto")
 DATA_CRITERIA = ("activation", "taylor")
@@ -63,6 +65,9 @@ class PruneSummary:
     kept: dict[str, dict[int, list[int]]] = field(default_factory=dict)  # parameter name -> axis -> kept indices
     latency_ms: tuple[float, float] | None = None  # latency=: the whole model measured before and after
     note: str = ""
+
+    def section(self, report: Path) -> list[str]:
+        return prune_section(report, self)
 
     def line(self) -> str:
         pruned = sum(1 for g in self.groups if g.channels_after < g.channels_before)

@@ -16,6 +16,7 @@ BlockSummary.removed says where, so graphopt.testing.blocks can build that model
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from graphopt.analysis.cost import graph_cost
 from graphopt.errors import GraphoptError, OptionError
 from graphopt.ir.graph import Graph
 from graphopt.pipeline import Contract, Pass, PassContext, PassResult, option, register_pass
+from graphopt.report import blocks_section
 
 SCORES = ("influence", "norm", "output", "angular")
 
@@ -57,6 +59,9 @@ class BlockSummary:
     @property
     def removed(self) -> list[BlockReport]:
         return [u for u in self.units if u.removed]
+
+    def section(self, report: Path) -> list[str]:
+        return blocks_section(report, self)
 
     def line(self) -> str:
         names = ", ".join(u.name for u in self.removed) or "none"

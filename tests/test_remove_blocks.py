@@ -143,3 +143,20 @@ def test_bad_requests_are_clear_errors() -> None:
         go.run_pipeline(graph, "remove-blocks{macs=0.5,score=angular}")
     with pytest.raises(go.GraphoptError, match="no run of 3 consecutive blocks"):
         go.run_pipeline(graph, "remove-blocks{count=3,score=angular}", calibration=samples_for(x))
+
+
+def test_cli_prints_the_summary_and_writes_the_ranking(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
+    from graphopt.cli import main
+
+    graph, x = traced("resnet18", 32)
+    source, data = tmp_path / "r18.onnx", tmp_path / "data.npz"  # type: ignore[operator]
+    go.to_onnx(graph, source)
+    np.savez(data, x=np.concatenate([s[0] for s in samples_for(x, 4)]))
+    out = tmp_path / "short.onnx"  # type: ignore[operator]
+    assert main(["opt", str(source), "-p", "canonicalize,fold-bn,remove-blocks{count=2}", "--calibration", str(data),
+                 "-o", str(out), "-q"]) == 0
+    assert "remove-blocks: MACs" in capsys.readouterr().out
+    report = out.with_suffix(".report.md").read_text()
+    assert "## Block removal" in report and "| 1 | `layer" in report and report.count("| yes |") == 2
+    assert out.with_name("short.report.blocks.png").stat().st_size > 10_000
+    assert len(find_blocks(go.from_onnx(out))) == 6
