@@ -130,6 +130,13 @@ def to_torch(graph: Graph) -> torch.fx.GraphModule:
     return torch.fx.GraphModule(root, fx, class_name=graph.name)
 
 
+def parameter_tensors(graph: Graph, module: torch.fx.GraphModule) -> dict[int, torch.Tensor]:
+    """The trainable tensor of `module` (made by to_torch(graph)) behind each graph parameter, by id."""
+    trainable = dict(module.named_parameters())
+    targets = [n.target for n in module.graph.nodes if n.op == "get_attr"]  # one per parameter, in order
+    return {id(p): trainable[t] for p, t in zip(graph.parameters, targets) if t in trainable}
+
+
 # --- elementwise ---------------------------------------------------------------------------------------
 for _op, _fn in {"relu": F.relu, "relu6": F.relu6, "sigmoid": torch.sigmoid, "silu": F.silu,
                  "hardsigmoid": F.hardsigmoid, "hardswish": F.hardswish, "mish": F.mish, "tanh": torch.tanh,

@@ -9,6 +9,7 @@ from graphopt.passes import (  # noqa: F401  (registration)
     canonicalize,
     cse,
     dce,
+    distill,
     fold_bn,
     fold_constants,
     fuse_activation,

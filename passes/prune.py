@@ -349,14 +349,12 @@ def _mean_abs_activations(graph: Graph, analysis: ChannelAnalysis,
 
 def _weight_times_gradient(graph: Graph, samples: list[tuple[np.ndarray, ...]]) -> dict[int, np.ndarray]:
     import torch
-    from graphopt.backends.torch import to_torch
+    from graphopt.backends.torch import parameter_tensors, to_torch
 
     from graphopt.progress import progress
 
     module = to_torch(graph)
-    trainable = dict(module.named_parameters())
-    targets = [n.target for n in module.graph.nodes if n.op == "get_attr"]  # one per parameter, in order
-    tensors = {id(p): trainable[t] for p, t in zip(graph.parameters, targets) if t in trainable}
+    tensors = parameter_tensors(graph, module)
     module.zero_grad()
     for sample in progress(samples, len(samples), "prune: taylor"):
         outputs = module(*(torch.from_numpy(np.ascontiguousarray(a)) for a in sample))

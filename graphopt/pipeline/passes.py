@@ -26,9 +26,10 @@ ALL = "*"
 class Contract:
     """What a pass promises, checked by graphopt.testing.check_pass on generated graphs:
     `exact` (same outputs up to float rounding, within rtol/atol), `masked` (same outputs as the
-    model with the removed parts zeroed), or `bounded` (outputs within rtol/atol of the original)."""
+    model with the removed parts zeroed), `bounded` (outputs within rtol/atol of the original), or
+    `trained` (parameter values change toward a training objective; the structure stays)."""
 
-    semantics: Literal["exact", "masked", "bounded"]
+    semantics: Literal["exact", "masked", "bounded", "trained"]
     idempotent: bool = True
     rtol: float = 1e-5
     atol: float = 1e-5

@@ -124,15 +124,15 @@ class Calibration:
     def __len__(self) -> int:
         return len(self.samples)
 
-    def check(self, graph: Graph) -> None:
+    def check(self, graph: Graph, what: str = "calibration") -> None:
         """Raise CalibrationError naming the sample and input when a sample does not fit `graph`."""
         for i, sample in enumerate(self.samples):
             if len(sample) != len(graph.inputs):
-                raise CalibrationError(f"calibration sample {i} has {len(sample)} array(s); graph {graph.name} "
+                raise CalibrationError(f"{what} sample {i} has {len(sample)} array(s); graph {graph.name} "
                                        f"takes {len(graph.inputs)} input(s): "
                                        f"{', '.join('%' + v.name for v in graph.inputs)}")
             for value, array in zip(graph.inputs, sample):
-                where = f"calibration sample {i}, input %{value.name}"
+                where = f"{what} sample {i}, input %{value.name}"
                 if array.dtype != value.dtype.numpy:
                     raise CalibrationError(f"{where}: dtype {array.dtype}, the model expects {value.dtype}; "
                                            f"convert with .astype(np.{np.dtype(value.dtype.numpy).name})")
@@ -141,7 +141,7 @@ class Calibration:
                     raise CalibrationError(f"{where}: shape {fmt_shape(array.shape)}, the model expects "
                                            f"{fmt_shape(value.shape)}")
                 if array.dtype.kind == "f" and not np.isfinite(array).all():
-                    raise CalibrationError(f"{where}: contains NaN or infinity; calibration needs finite inputs")
+                    raise CalibrationError(f"{where}: contains NaN or infinity; {what} needs finite inputs")
 
     def statistics(self, graph: Graph) -> Statistics:
         """What every float tensor of `graph` holds over all samples (computed once per graph)."""

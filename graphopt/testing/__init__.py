@@ -36,9 +36,9 @@ def check_pass(pipeline: str | Pass, *, max_nodes: int = 12, **settings_override
     pass within the contract's tolerance, and a second run changes nothing (idempotence)."""
     passes = [pipeline] if isinstance(pipeline, Pass) else parse_pipeline(pipeline)
     for p in passes:
-        if p.contract.semantics == "masked":
-            raise ValueError(f"{p.name}: masked contracts need the mask; check them with the pruning "
-                             "test helpers, not check_pass")
+        if p.contract.semantics in ("masked", "trained"):
+            raise ValueError(f"{p.name}: {p.contract.semantics} contracts are checked by their own test helpers "
+                             "(graphopt.testing.pruning, graphopt.testing.blocks, the distill tests), not check_pass")
     bounded = [p for p in passes if p.contract.semantics == "bounded"]
     budget = min((getattr(p, "budget", 0.0) for p in bounded), default=None)
     rtol = max(p.contract.rtol for p in passes)

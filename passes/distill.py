@@ -1,0 +1,76 @@
+"""distill: knowledge-distillation fine-tuning as a pipeline step.
+
+The teacher is the graph as the pipeline received it (before prune, remove-blocks, ...) unless the
+caller passes `teacher=` to run_pipeline; the data is `data=`, an iterable of input tuples, each
+optionally carrying its label last (labels add cross-entropy). Training runs through the torch
+backend in the shared loop (graphopt.backends.torch_train), data-parallel when launched by torchrun.
+
+Contract: `trained`: no equivalence is promised; the loss on the training data falls (the tests
+check it) and the graph keeps its structure, only parameter values change."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from graphopt.errors import GraphoptError
+from graphopt.ir.graph import Graph
+from graphopt.pipeline import Contract, Pass, PassContext, PassResult, option, register_pass
+
+
+@dataclass
+class DistillSummary:
+    spec: str
+    losses: list[float] = field(default_factory=list)
+    validation: list[float] = field(default_factory=list)
+    best_epoch: int = 0
+    stopped_early: bool = False
+    seconds: float = 0.0
+    world_size: int = 1
+    samples: int = 0
+
+    def line(self) -> str:
+        held = f", held-out {self.validation[0]:.4g} -> {self.validation[-1]:.4g}" if self.validation else ""
+        return (f"distill: {len(self.losses)} epoch(s) on {self.samples} sample(s) x {self.world_size} process(es) "
+                f"in {self.seconds:.1f} s; loss {self.losses[0]:.4g} -> {self.losses[-1]:.4g}{held}"
+                + ("; stopped early" if self.stopped_early else ""))
+
+
+@register_pass
+@dataclass(frozen=True)
+class Distill(Pass):
+    """Fine-tune against the unpruned model (knowledge distillation) on data=."""
+
+    name = "distill"
+    contract = Contract("trained", idempotent=False)
+    needs_received = True
+    epochs: int = option(3, low=1)
+    lr: float = option(1e-4, low=0, low_open=True)
+    batch_size: int = option(8, low=1)
+    optimizer: str = option("adamw", choices=("adamw", "sgd"))
+    schedule: str = option("cosine", choices=("cosine", "linear", "constant"))
+    weight_decay: float = option(0.0, low=0)
+    seed: int = option(0, low=0)
+    loss: str = option("mse", choices=("mse", "cosine", "kl"))
+    temperature: float = option(2.0, low=0, low_open=True)
+    label_weight: float = option(0.5, low=0, high=1)
+    features: tuple[str, ...] = ()
+    validation: float = option(0.0, low=0, high=1, high_open=True)
+    patience: int = option(2, low=1)
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        from graphopt.backends.torch_train import TrainConfig, train
+
+        from graphopt.quant.calibration import Calibration
+
+        teacher = ctx.get("teacher") or ctx.received
+        if not isinstance(teacher, Graph):
+            raise GraphoptError("distill: teacher= must be a graphopt Graph (graphopt.from_torch / from_onnx)")
+        if [v.type for v in teacher.inputs] != [v.type for v in graph.inputs]:
+            raise GraphoptError("distill: the teacher takes " + ", ".join(str(v.type) for v in teacher.inputs)
+                                + " but the model takes " + ", ".join(str(v.type) for v in graph.inputs))
+        data = ctx.labeled("distill")
+        Calibration([inputs for inputs, _ in data]).check(graph, "distill data")
+        config = TrainConfig(**{f: getattr(self, f) for f in TrainConfig.__dataclass_fields__})
+        history = train(graph, teacher, data, config)
+        summary = DistillSummary(self.spec(), **vars(history))
+        return PassResult(True, details=summary)

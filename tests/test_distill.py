@@ -1,0 +1,99 @@
+"""distill: the loss falls, trained parameters land in the IR, the structure stays, runs are
+deterministic under a seed, labels and features join the loss, 2 torchrun processes take the same
+steps as one, and bad input is a clear error."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import graphopt as go
+from graphopt.ir.printer import print_graph
+from tests import distill_worker
+from tests.distill_worker import model_and_data
+
+
+def test_loss_falls_and_trained_parameters_are_written_back() -> None:
+    graph, data = model_and_data()
+    pruned = go.run_pipeline(graph, "prune{ratio=0.5,round-to=1}").graph
+    result = go.run_pipeline(graph, "prune{ratio=0.5,round-to=1},distill{epochs=4,lr=3e-3}", data=data)
+    summary = result.records[-1].details
+    assert summary.losses[-1] < 0.5 * summary.losses[0], summary.line()
+    assert print_graph(result.graph, inline_limit=0) == print_graph(pruned, inline_limit=0)
+    changed = [p.name for p, q in zip(pruned.parameters, result.graph.parameters) if not np.array_equal(p.data, q.data)]
+    assert len(changed) == len(pruned.parameters)  # every weight and bias trained
+    teacher = [go.interpret(graph, *s)[0] for s in data]
+
+    def error(g: go.Graph) -> float:
+        return float(np.mean([np.mean((go.interpret(g, *s)[0] - t) ** 2) for s, t in zip(data, teacher)]))
+
+    assert error(result.graph) < 0.5 * error(pruned)  # closer to the teacher, checked by the interpreter
+
+
+def test_runs_are_deterministic_and_static_batches_train_the_same() -> None:
+    first, _ = distill_worker.run()
+    again, _ = distill_worker.run()
+    static, _ = distill_worker.run(dynamic_batch=False)  # one forward a sample instead of one a batch
+    for name in first:
+        np.testing.assert_array_equal(first[name], again[name])
+        np.testing.assert_allclose(static[name], first[name], rtol=1e-4, atol=1e-6)
+
+
+def test_labels_held_out_split_and_early_stop() -> None:
+    graph, data = model_and_data()
+    labels = np.random.default_rng(1).integers(0, 4, len(data))
+    labeled = [(x, np.array([y])) for (x,), y in zip(data, labels)]
+    result = go.run_pipeline(graph, "distill{epochs=30,lr=0.05,validation=0.25,patience=1,loss=kl}", data=labeled)
+    summary = result.records[-1].details
+    assert summary.samples == 24 and len(summary.validation) == len(summary.losses)
+    assert summary.stopped_early and len(summary.losses) < 30  # random labels: the held-out loss soon rises
+    assert summary.validation[summary.best_epoch] == min(summary.validation)
+
+
+def test_features_are_matched_by_name() -> None:
+    graph, data = model_and_data()
+    name = next(r.name for n in graph for r in n.results if n.op == "adaptive_avg_pool2d")
+    result = go.run_pipeline(graph, f"remove-blocks{{count=1,plain=true}},distill{{epochs=1,features=[{name}]}}",
+                             data=data)
+    assert result.records[-1].details.losses
+    with pytest.raises(go.GraphoptError, match="no tensor named nowhere"):
+        go.run_pipeline(graph, "distill{features=[nowhere]}", data=data)
+
+
+def test_bad_data_is_a_clear_error() -> None:
+    graph, data = model_and_data()
+    with pytest.raises(go.GraphoptError, match="needs training data"):
+        go.run_pipeline(graph, "distill")
+    with pytest.raises(go.GraphoptError, match=r"distill data sample 0, input %\w+: shape \[1, 1, 5, 5\]"):
+        go.run_pipeline(graph, "distill", data=[(np.zeros((1, 1, 5, 5), np.float32),)])
+    with pytest.raises(go.GraphoptError, match="leaves no held-out"):
+        go.run_pipeline(graph, "distill{validation=0.01}", data=data[:4])
+    with pytest.raises(go.GraphoptError, match="non-finite"):
+        go.run_pipeline(graph, "distill{lr=1e12,optimizer=sgd}", data=data)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_two_torchrun_processes_take_the_same_steps_as_one(tmp_path: Path) -> None:
+    out = tmp_path / "rank0.npz"
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd())}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
+                           str(Path(distill_worker.__file__)), str(out)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    distributed = np.load(out)
+    single, _ = distill_worker.run()
+    assert int(distributed["world"]) == 2
+    for name, array in single.items():
+        np.testing.assert_allclose(distributed[name], array, rtol=1e-4, atol=1e-6, err_msg=name)
