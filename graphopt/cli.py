@@ -137,7 +137,7 @@ def cmd_opt(args: argparse.Namespace) -> None:
         raise UsageError(f"--print-after {', '.join(unknown)}: no such pass in the pipeline "
                          f"({', '.join(p.name for p in passes) or 'empty'})")
     report = Path(args.report) if args.report else out.with_suffix(".report.md")
-    check_paths(reads=model_reads(args.model) + calibration_reads(args.calibration),
+    check_paths(reads=model_reads(args.model) + calibration_reads(args.calibration) + calibration_reads(args.data),
                 writes=[*model_writes(out), report, report.with_suffix(".png"), *(plot_path(report, k) for k in PLOTS)],
                 folders=[Path(args.dump)] if args.dump else [])
     graph = load_model(args.model, args.input_shape, args.dynamic_batch)
@@ -147,6 +147,10 @@ def cmd_opt(args: argparse.Namespace) -> None:
 
         options["calibration"] = load_calibration(args.calibration, graph)
         options["calibration"].check(graph)  # bad data fails here, before any pass runs
+    if args.data:
+        from graphopt.quant import load_calibration
+
+        options["data"] = load_calibration(args.data, graph, labels=True).samples
     weight_bytes = graph_cost(graph).param_bytes  # for the quantization report
     instruments = [] if args.quiet else [Timing(sys.stderr)]
     if args.print_after:
@@ -159,7 +163,7 @@ def cmd_opt(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
     sections = []
     for record in result.records:
-        if hasattr(record.details, "section"):  # passes that report (prune, remove-blocks)
+        if hasattr(record.details, "section"):  # passes that report (prune, remove-blocks, distill)
             print(record.details.line())
             sections.append(record.details.section(report))
         if record.spec.startswith("quantize") and record.details is not None:
@@ -277,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--no-verify", action="store_true", help="skip verification after each pass")
     opt.add_argument("--calibration", metavar="DATA", help="calibration inputs for quantize: an .npz (arrays named "
                      "after the model inputs, samples along axis 0) or a folder of .npy/.npz files")
+    opt.add_argument("--data", metavar="DATA", help="training data for distill, laid out as --calibration; an "
+                     "array named 'labels' (one per sample, optional) adds cross-entropy")
     opt.add_argument("--report", metavar="FILE.md", help="the report of prune and quantize (default: next to the output)")
     opt.add_argument("--print-after", nargs="*", metavar="PASS", help="print the IR after these passes")
     opt.add_argument("--dump", metavar="DIR", help="save the IR before and after every pass in DIR")

@@ -1,5 +1,5 @@
 """The report a pipeline run writes: one markdown file with a section for each pass that reports
-(prune, remove-blocks, quantize), each with its plot beside the file."""
+(prune, remove-blocks, distill, quantize), each with its plot beside the file."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def write_report(path: Path, model: str, sections: list[list[str]]) -> Path:
     return atomic_write(path, lambda f: f.write(text.encode()))
 
 
-PLOTS = ("prune", "blocks")  # the plots a report may have besides the quantization one
+PLOTS = ("prune", "blocks", "distill")  # the plots a report may have besides the quantization one
 
 
 def plot_path(report: Path, kind: str) -> Path:
@@ -67,6 +67,28 @@ def blocks_section(path: Path, summary: Any) -> list[str]:
                   "| rank | unit | kind | score | MACs | removed |", "|---:|---|---|---:|---:|---|"]
         lines += [f"| {i} | `{u.name}` | {u.kind} | {u.score:.4g} | {u.macs:,} | {'yes' if u.removed else ''} |"
                   for i, u in enumerate(ranked, 1)]
+    return lines
+
+
+def distill_section(path: Path, summary: Any) -> list[str]:
+    """Markdown for a DistillSummary: the run and its loss per epoch, with the curve."""
+    lines = ["## Distillation", "", f"- pipeline pass: `{summary.spec}`",
+             f"- {len(summary.losses)} epoch(s) on {summary.samples} sample(s), {summary.world_size} process(es), "
+             f"{summary.seconds:.1f} s" + ("; stopped early on the held-out loss" if summary.stopped_early else "")]
+    fig, ax = _figure(0.0)
+    epochs = range(1, len(summary.losses) + 1)
+    ax.plot(epochs, summary.losses, marker="o", label="training")
+    if summary.validation:
+        ax.plot(epochs, summary.validation, marker="s", label="held out")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("distillation loss")
+    ax.set_title("Loss per epoch")
+    ax.legend()
+    _save(plot_path(path, "distill"), fig)
+    lines += ["", f"![loss per epoch]({plot_path(path, 'distill').name})", "", "| epoch | training loss | held-out |",
+              "|---:|---:|---:|"]
+    lines += [f"| {i} | {loss:.4g} | {summary.validation[i - 1]:.4g} |" if summary.validation else
+              f"| {i} | {loss:.4g} | |" for i, loss in enumerate(summary.losses, 1)]
     return lines
 
 

@@ -11,10 +11,12 @@ check it) and the graph keeps its structure, only parameter values change."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from graphopt.errors import GraphoptError
 from graphopt.ir.graph import Graph
 from graphopt.pipeline import Contract, Pass, PassContext, PassResult, option, register_pass
+from graphopt.report import distill_section
 
 
 @dataclass
@@ -27,6 +29,9 @@ class DistillSummary:
     seconds: float = 0.0
     world_size: int = 1
     samples: int = 0
+
+    def section(self, report: Path) -> list[str]:
+        return distill_section(report, self)
 
     def line(self) -> str:
         held = f", held-out {self.validation[0]:.4g} -> {self.validation[-1]:.4g}" if self.validation else ""

@@ -97,3 +97,19 @@ def test_two_torchrun_processes_take_the_same_steps_as_one(tmp_path: Path) -> No
     assert int(distributed["world"]) == 2
     for name, array in single.items():
         np.testing.assert_allclose(distributed[name], array, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_cli_distills_on_a_data_file_with_labels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from graphopt.cli import main
+
+    graph, data = model_and_data()
+    source, training = tmp_path / "m.onnx", tmp_path / "train.npz"
+    go.to_onnx(graph, source)
+    np.savez(training, **{graph.inputs[0].name: np.concatenate([s[0] for s in data])},
+             labels=np.arange(len(data)) % 4)
+    out = tmp_path / "small.onnx"
+    assert main(["opt", str(source), "-p", "prune{ratio=0.5,round-to=1},distill{epochs=2}", "--data", str(training),
+                 "-o", str(out), "-q"]) == 0
+    assert "distill: 2 epoch(s) on 32 sample(s)" in capsys.readouterr().out
+    assert "## Distillation" in out.with_suffix(".report.md").read_text()
+    assert out.with_name("small.report.distill.png").stat().st_size > 5_000

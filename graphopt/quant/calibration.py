@@ -172,18 +172,25 @@ def _as_array(a: Any) -> np.ndarray:
     return np.asarray(a)
 
 
-def load_calibration(path: str | Path, graph: Graph) -> Calibration:
+def load_calibration(path: str | Path, graph: Graph, labels: bool = False) -> Calibration:
     """Samples from an .npz (arrays named after the graph inputs, or in input order, stacked along
-    axis 0 and split into the inputs' batch size) or a folder of .npy/.npz files (one sample each)."""
+    axis 0 and split into the inputs' batch size) or a folder of .npy/.npz files (one sample each).
+    With `labels`, an array named `labels` (training data) ends each sample with its slice."""
     path = Path(path)
+
+    def split(arrays: Mapping[str, np.ndarray], where: Path) -> tuple[np.ndarray, ...]:
+        named = dict(arrays)
+        label = named.pop("labels", None) if labels else None
+        return (*_arrays_for(graph, named, where), *(() if label is None else (label,)))
+
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in (".npy", ".npz"))
         if not files:
             raise CalibrationError(f"calibration folder {path} has no .npy or .npz files")
-        return Calibration([_arrays_for(graph, _read(f), f) for f in files])
+        return Calibration([split(_read(f), f) for f in files])
     if path.suffix != ".npz":
         raise CalibrationError(f"calibration file {path} must be an .npz or a folder of .npy/.npz files")
-    arrays = _arrays_for(graph, _read(path), path)
+    arrays = split(_read(path), path)
     batch = graph.inputs[0].shape[0] if graph.inputs and graph.inputs[0].type.rank else 1
     step = batch if isinstance(batch, int) else 1
     count = arrays[0].shape[0] // step if arrays[0].ndim else 0
