@@ -3,6 +3,8 @@ generated graphs and real models, targets, options, and the pruned model through
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -245,8 +247,10 @@ def test_latency_target_reads_a_cached_table_of_measured_layers(tmp_path: object
     from graphopt.analysis.latency import LatencyTable, layers_ms
 
     monkeypatch.setenv("GRAPHOPT_CACHE_DIR", str(tmp_path))
-    # the whole model "measures" its MACs, so the budget correction is deterministic; layers are timed for real
+    # the whole model "measures" its MACs and a layer the elements it reads, so the run is deterministic
     monkeypatch.setattr("graphopt.passes.prune.model_ms", lambda graph, *args: go.graph_cost(graph).macs / 1e6)
+    monkeypatch.setattr(LatencyTable, "_measure",
+                        lambda self, op, types, attrs: sum(math.prod(map(int, t.shape)) for t in types) / 1e6)
     graph, x = traced("resnet18", 32)
     result = check_masked(graph, "prune{latency=0.6,round-to=8}", x)
     summary = prune_summary(result)

@@ -83,7 +83,13 @@ def load(path: str | os.PathLike[str]) -> Graph:
             if _HEADER.match(text):
                 continue
             return _checked(parse(text), path)
-        return _checked(parse(text, weights=read_npz(npz, f"weights of {path}")), path)
+        try:
+            weights = read_npz(npz, f"weights of {path}")
+        except FileError:
+            if not npz.exists() and _HEADER.match(text):  # removed between the check and the read
+                continue
+            raise
+        return _checked(parse(text, weights=weights), path)
     raise FileError(f"{path} names its weights {npz.name}, which does not exist; save the graph again")
 
 
