@@ -48,6 +48,7 @@ class Case:
     evaluation: list[tuple[np.ndarray, ...]]
     batched: Callable[[int], tuple[np.ndarray, ...]] | None  # inputs at batch n (None: batch 1 only)
     labels: np.ndarray | None = None  # digits: test labels
+    training: list[tuple[np.ndarray, ...]] = field(default_factory=list)  # digits: every training image, unlabeled
 
 
 @dataclass
@@ -111,7 +112,8 @@ def digits_case() -> Case:
             opt.step()
     net.eval()
     return Case("digits", net, (torch.from_numpy(x[:1]),), [(x[train[i:i + 1]],) for i in range(32)],
-                [(x[i:i + 1],) for i in test], lambda n: (x[test[:n]],), labels=y[test])
+                [(x[i:i + 1],) for i in test], lambda n: (x[test[:n]],), labels=y[test],
+                training=[(x[i:i + 1],) for i in train])
 
 
 def ort_session(path: Path, threads: int) -> ort.InferenceSession:

@@ -67,7 +67,7 @@ class Distill(Pass):
 
         from graphopt.quant.calibration import Calibration
 
-        teacher = ctx.get("teacher") or ctx.received
+        teacher = ctx.get("teacher") if ctx.get("teacher") is not None else ctx.received
         if not isinstance(teacher, Graph):
             raise GraphoptError("distill: teacher= must be a graphopt Graph (graphopt.from_torch / from_onnx)")
         if [v.type for v in teacher.inputs] != [v.type for v in graph.inputs]:

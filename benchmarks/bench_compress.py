@@ -1,0 +1,144 @@
+"""Compression with accuracy won back: pruning and block removal followed by distillation, then int8.
+
+- digits: the CNN trained here on scikit-learn's digits, pruned to 50% and 25% of its MACs and
+  distilled on the unlabeled training images (test accuracy against fp32), then int8 on top;
+  Torch-Pruning pruned to the same MACs and fine-tuned with the same distill step (loss, epochs,
+  data, teacher), so the rows compare the pruning.
+- resnet50: remove-blocks by each score, 1 to 4 blocks: output cosine to the unremoved model on
+  held-out inputs (not the calibration ones) and the latency gain in ONNX Runtime, plotted.
+
+    python benchmarks/bench_compress.py [--sections digits resnet50] [--repeats 7]"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import warnings
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+from bench_int8 import digits_case
+from bench_prune import accuracy, classifier_ignored, cpu_kind, ort_ms, tp_prune, verdict
+from report import write_section
+
+import graphopt as go
+from graphopt import models
+
+DISTILL = "distill{epochs=30,lr=0.003,batch-size=32}"
+PLOT = Path(__file__).parent / "results" / "remove_blocks_resnet50.png"
+
+
+def digits() -> list[str]:
+    case = digits_case()
+    x_test = np.concatenate([s[0] for s in case.evaluation])
+    graph = go.run_pipeline(go.from_torch(case.module, case.example, dynamic_batch=True), "canonicalize,fold-bn").graph
+    fp32 = accuracy(graph, x_test, case.labels)
+    lines = [f"Digits CNN, test accuracy on {len(x_test)} held-out images (fp32 {fp32:.1%}); distillation: "
+             f"`{DISTILL}` on the {len(case.training)} unlabeled training images, teacher = the fp32 model.", "",
+             "| method | MACs kept | no fine-tuning | distilled | distilled + int8 | distill s |",
+             "|---|---:|---:|---:|---:|---:|"]
+    targets = []
+    for target, allowed in ((0.5, 0.003), (0.25, 0.01)):
+        pruned = go.run_pipeline(graph, f"prune{{macs={target},round-to=1}}").graph
+        share = go.graph_cost(pruned).macs / go.graph_cost(graph).macs
+        tp_model, _ = tp_prune(case.module, case.example[0], share, 1, classifier_ignored)
+        tp_graph = go.run_pipeline(go.from_torch(tp_model.eval(), case.example, dynamic_batch=True),
+                                   "canonicalize,fold-bn").graph
+        for label, student in (("graphopt prune", pruned), ("Torch-Pruning group magnitude", tp_graph)):
+            start = time.perf_counter()
+            tuned = go.run_pipeline(student, DISTILL, data=case.training, teacher=graph).graph
+            seconds = time.perf_counter() - start
+            int8 = go.run_pipeline(tuned, "fuse-activation,quantize", calibration=case.calibration).graph
+            kept = go.graph_cost(student).macs / go.graph_cost(graph).macs
+            scores = [accuracy(g, x_test, case.labels) for g in (student, tuned, int8)]
+            lines.append(f"| {label} | {kept:.1%} | {scores[0]:.1%} | {scores[1]:.1%} | {scores[2]:.1%} | "
+                         f"{seconds:.0f} |")
+            print(lines[-1], file=sys.stderr, flush=True)
+            if label.startswith("graphopt"):
+                ours = scores
+                targets.append(verdict(f"{target:.0%} MACs distilled within {allowed * 100:.1f} points of fp32",
+                                       fp32 - scores[1] <= allowed + 1e-9, f"{scores[1]:.1%} against {fp32:.1%}"))
+                targets.append(verdict(f"{target:.0%} MACs distilled + int8 within 1 point of fp32",
+                                       fp32 - scores[2] <= 0.01 + 1e-9, f"{scores[2]:.1%}"))
+                targets.append(verdict(f"{target:.0%} MACs: distillation within 2 CPU-minutes", seconds <= 120,
+                                       f"{seconds:.0f} s"))
+            else:
+                targets.append(verdict(f"{target:.0%} MACs: graphopt no worse than Torch-Pruning, same fine-tuning",
+                                       ours[1] >= scores[1], f"{ours[1]:.1%} against {scores[1]:.1%}"))
+    return [*lines, "", "Targets:", "", *targets]
+
+
+def resnet50(repeats: int, tmp: Path) -> list[str]:
+    module, image = models.torchvision_model("resnet50")
+    graph = go.run_pipeline(go.from_torch(module, (image,)), "canonicalize,fold-bn").graph
+    rng = np.random.default_rng(0)
+    calibration = [(rng.standard_normal((1, 3, 224, 224)).astype(np.float32),) for _ in range(8)]
+    held_out = [(np.random.default_rng(100 + i).standard_normal((1, 3, 224, 224)).astype(np.float32) * s,)
+                for i, s in enumerate((0.5, 1.0, 2.0, 4.0))]  # other seeds and scales than calibration
+    reference = [go.interpret(graph, *s)[0] for s in held_out]
+    go.to_onnx(graph, tmp / "base.onnx")
+    base_ms = ort_ms(tmp / "base.onnx", {"x": held_out[0][0]}, 1, repeats)
+    lines = ["resnet50 (random weights), batch 1, 1 thread; cosine of the output to the unremoved model on 4 "
+             "held-out inputs (mean / min), latency ratio to the unremoved model.", "",
+             "| score | blocks removed | which | MACs kept | cosine mean | cosine min | latency ratio |",
+             "|---|---:|---|---:|---:|---:|---:|"]
+    curves: dict[str, list[tuple[float, float]]] = {}
+    for score in ("influence", "norm", "output", "angular"):
+        for count in (1, 2, 3, 4):
+            result = go.run_pipeline(graph, f"remove-blocks{{count={count},score={score}}}", calibration=calibration)
+            summary = result.records[0].details
+            cosines = [float(np.dot(a.ravel(), b.ravel()) / (np.linalg.norm(a) * np.linalg.norm(b)))
+                       for a, b in zip(reference, (go.interpret(result.graph, *s)[0] for s in held_out))]
+            go.to_onnx(result.graph, tmp / "removed.onnx")
+            ratio = ort_ms(tmp / "removed.onnx", {"x": held_out[0][0]}, 1, repeats) / base_ms
+            curves.setdefault(score, []).append((ratio, float(np.mean(cosines))))
+            lines.append(f"| {score} | {count} | {', '.join(u.name for u in summary.removed)} | "
+                         f"{summary.macs_after / summary.macs_before:.1%} | {np.mean(cosines):.4f} | "
+                         f"{min(cosines):.4f} | {ratio:.2f} |")
+            print(lines[-1], file=sys.stderr, flush=True)
+    _plot(curves)
+    return [*lines, "", f"![cosine against latency per score]({PLOT.relative_to(Path(__file__).parent)})"]
+
+
+def _plot(curves: dict[str, list[tuple[float, float]]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for score, points in curves.items():
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=score)
+    ax.set_xlabel("latency ratio to the unremoved model (1, 2, 3, 4 blocks removed)")
+    ax.set_ylabel("output cosine to the unremoved model")
+    ax.set_title("resnet50: blocks removed by each score")
+    ax.legend()
+    fig.tight_layout()
+    PLOT.parent.mkdir(exist_ok=True)
+    fig.savefig(PLOT, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", nargs="*", default=["digits", "resnet50"])
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(2)
+    header = f"Run {date.today()} on {cpu_kind()}."
+    with tempfile.TemporaryDirectory(prefix="graphopt-compress-") as tmp:
+        for name in args.sections:
+            start = time.perf_counter()
+            lines = digits() if name == "digits" else resnet50(args.repeats, Path(tmp))
+            text = f"{header} ({time.perf_counter() - start:.0f} s)\n\n" + "\n".join(lines)
+            print(text, flush=True)
+            write_section(f"compress-{name}", text)
+
+
+if __name__ == "__main__":
+    main()
