@@ -12,6 +12,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from graphopt.errors import (
     EXIT_INTERNAL,
@@ -122,46 +123,89 @@ def cmd_show(args: argparse.Namespace) -> None:
     print(graph_cost(graph).summary())
 
 
+REPORTING = {"prune", "remove-blocks", "distill", "quantize"}  # passes whose runs get a report
+
+
 def cmd_opt(args: argparse.Namespace) -> None:
-    from graphopt.analysis import graph_cost
-    from graphopt.pipeline import DumpToFolder, PrintAfter, Timing, run_pipeline
     from graphopt.pipeline.spec import parse_pipeline
-    from graphopt.report import PLOTS, plot_path
+    from graphopt.recipe import load_recipe
+
+    recipe = None
+    if args.recipe:
+        if args.pipeline:
+            raise UsageError("give the pipeline either with -p or in --recipe, not both")
+        recipe = load_recipe(args.recipe)
+        passes = recipe.passes
+        args.calibration = args.calibration or (str(recipe.calibration) if recipe.calibration else None)
+        args.data = args.data or (str(recipe.train) if recipe.train else None)
+        args.input_shape = args.input_shape or recipe.input_shape
+        args.dynamic_batch = args.dynamic_batch or recipe.dynamic_batch
+    elif args.pipeline:
+        passes = parse_pipeline(args.pipeline)  # bad options fail before any file is read
+    else:
+        raise UsageError("give a pipeline: -p 'pass,pass{option=value}' or --recipe FILE.toml")
+    run_opt(args, passes, recipe, every_step=recipe is not None)
+
+
+def cmd_compress(args: argparse.Namespace) -> None:
+    from graphopt.pipeline.spec import parse_pipeline
+    from graphopt.recipe import default_recipe
+
+    args.pipeline = default_recipe(args.macs, args.epochs, args.remove_blocks, bool(args.calibration), bool(args.data))
+    args.print_after, args.dump, args.no_verify, args.recipe = None, None, False, None
+    run_opt(args, parse_pipeline(args.pipeline), None, every_step=True)
+
+
+def run_opt(args: argparse.Namespace, passes: list[Any], recipe: Any, every_step: bool) -> None:
+    """Load the model and data, run `passes`, write the result and the report (every step's cost,
+    latency and output cosine when `every_step`, else the model before and after)."""
+    from graphopt.analysis import graph_cost
+    from graphopt.pipeline import DumpToFolder, PrintAfter, StepCosts, Timing, run_pipeline
+    from graphopt.report import PLOTS, plot_path, recipe_section, steps_section, write_report
 
     out = Path(args.output)
     if out.suffix not in (".gir", ".onnx"):
         raise UsageError(f"cannot write {out}: graphopt writes {OUTPUT_FORMATS}")
-    passes = parse_pipeline(args.pipeline)  # bad options fail before any file is read
     unknown = sorted(set(args.print_after or ()) - {p.name for p in passes})
     if unknown:
         raise UsageError(f"--print-after {', '.join(unknown)}: no such pass in the pipeline "
                          f"({', '.join(p.name for p in passes) or 'empty'})")
     report = Path(args.report) if args.report else out.with_suffix(".report.md")
-    check_paths(reads=model_reads(args.model) + calibration_reads(args.calibration) + calibration_reads(args.data),
+    data_files = [args.calibration, args.data, args.held_out]
+    check_paths(reads=model_reads(args.model) + [r for f in data_files for r in calibration_reads(f)],
                 writes=[*model_writes(out), report, report.with_suffix(".png"), *(plot_path(report, k) for k in PLOTS)],
                 folders=[Path(args.dump)] if args.dump else [])
     graph = load_model(args.model, args.input_shape, args.dynamic_batch)
-    options = {}
-    if args.calibration:
-        from graphopt.quant import load_calibration
+    options: dict[str, Any] = {}
+    from graphopt.quant import load_calibration
 
+    if args.calibration:
         options["calibration"] = load_calibration(args.calibration, graph)
         options["calibration"].check(graph)  # bad data fails here, before any pass runs
     if args.data:
-        from graphopt.quant import load_calibration
-
         options["data"] = load_calibration(args.data, graph, labels=True).samples
     weight_bytes = graph_cost(graph).param_bytes  # for the quantization report
-    instruments = [] if args.quiet else [Timing(sys.stderr)]
+    instruments: list[Any] = [] if args.quiet else [Timing(sys.stderr)]
     if args.print_after:
         instruments.append(PrintAfter(*args.print_after))
     if args.dump:
         instruments.append(DumpToFolder(args.dump))
+    costs = None
+    if every_step or any(p.name in REPORTING for p in passes):
+        held, described = _held_out(args.held_out, graph)
+        costs = StepCosts(held, every_step=every_step)
+        instruments.append(costs)
     result = run_pipeline(graph, passes, verify=not args.no_verify, instruments=instruments, in_place=True, **options)
     write_model(result.graph, out)
     print(result.report())
     print(f"wrote {out}")
-    sections = []
+    sections = [] if recipe is None else [recipe_section(recipe, _versions())]
+    if costs is not None:
+        sections.append(steps_section(report, costs.rows, described))
+        first, last = costs.rows[0], costs.rows[-1]
+        if first.latency_ms and last.latency_ms:
+            print(f"latency (ONNX Runtime, 1 thread): {first.latency_ms:.2f} -> {last.latency_ms:.2f} ms "
+                  f"({first.latency_ms / last.latency_ms:.2f}x)")
     for record in result.records:
         if hasattr(record.details, "section"):  # passes that report (prune, remove-blocks, distill)
             print(record.details.line())
@@ -178,9 +222,35 @@ def cmd_opt(args: argparse.Namespace) -> None:
                                              summary=record.details, fusion=fusion,
                                              samples=len(options["calibration"]) if "calibration" in options else 0))
     if sections:
-        from graphopt.report import write_report
-
         print(f"wrote {write_report(report, args.model, sections)}")
+
+
+def _held_out(spec: str | None, graph: Graph) -> tuple[list[tuple[Any, ...]], str]:
+    """The samples the report's cosine is measured on, and how to describe them."""
+    if spec:
+        from graphopt.quant import load_calibration
+
+        samples = load_calibration(spec, graph).samples[:16]
+        return samples, f"{len(samples)} held-out sample(s) from {spec}"
+    from graphopt.analysis.latency import random_inputs
+
+    return [tuple(random_inputs(graph))], ("one random input (give --held-out DATA, samples kept out of calibration "
+                                           "and training, for a meaningful proxy)")
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as metadata
+    import platform
+
+    from graphopt import __version__
+
+    out = {"graphopt": __version__, "python": platform.python_version()}
+    for package in ("torch", "onnx", "onnxruntime", "numpy"):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            out[package] = "not installed"
+    return out
 
 
 def model_reads(spec: str) -> list[Path]:
@@ -264,6 +334,19 @@ def add_torch_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dynamic-batch", action="store_true", help="for torch factories: a symbolic batch dim N")
 
 
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--output", required=True, help=f"output file ({OUTPUT_FORMATS}); written atomically")
+    parser.add_argument("--calibration", metavar="DATA", help="calibration inputs for quantize and the data-driven "
+                        "scores: an .npz (arrays named after the model inputs, samples along axis 0) or a folder of "
+                        ".npy/.npz files")
+    parser.add_argument("--data", metavar="DATA", help="training data for distill, laid out as --calibration; an "
+                        "array named 'labels' (one per sample, optional) adds cross-entropy")
+    parser.add_argument("--held-out", metavar="DATA", help="samples kept out of calibration and training, on which "
+                        "the report measures each step's output cosine to the input model")
+    parser.add_argument("--report", metavar="FILE.md", help="the report (default: next to the output)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no per-pass progress lines")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graphopt", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (also GRAPHOPT_DEBUG=1)")
@@ -276,18 +359,23 @@ def build_parser() -> argparse.ArgumentParser:
     opt = sub.add_parser("opt", help="run a pipeline over a model and write the result")
     opt.add_argument("model", help=MODEL_FORMATS)
     add_torch_options(opt)
-    opt.add_argument("-p", "--pipeline", required=True, help="e.g. 'dce' or 'dce{keep-parameters=true}'")
-    opt.add_argument("-o", "--output", required=True, help=f"output file ({OUTPUT_FORMATS}); written atomically")
+    opt.add_argument("-p", "--pipeline", help="e.g. 'dce' or 'dce{keep-parameters=true}'")
+    opt.add_argument("--recipe", metavar="FILE.toml", help="the pipeline, data and per-step options from a recipe "
+                     "file (TOML, or YAML with PyYAML); see graphopt/recipe.py")
+    add_run_options(opt)
     opt.add_argument("--no-verify", action="store_true", help="skip verification after each pass")
-    opt.add_argument("--calibration", metavar="DATA", help="calibration inputs for quantize: an .npz (arrays named "
-                     "after the model inputs, samples along axis 0) or a folder of .npy/.npz files")
-    opt.add_argument("--data", metavar="DATA", help="training data for distill, laid out as --calibration; an "
-                     "array named 'labels' (one per sample, optional) adds cross-entropy")
-    opt.add_argument("--report", metavar="FILE.md", help="the report of prune and quantize (default: next to the output)")
     opt.add_argument("--print-after", nargs="*", metavar="PASS", help="print the IR after these passes")
     opt.add_argument("--dump", metavar="DIR", help="save the IR before and after every pass in DIR")
-    opt.add_argument("-q", "--quiet", action="store_true", help="no per-pass progress lines")
     opt.set_defaults(run=cmd_opt)
+    compress = sub.add_parser("compress", help="the default recipe: canonicalize, fold-bn, remove-blocks (when "
+                              "asked), prune to --macs, distill (with --data), int8 (with --calibration)")
+    compress.add_argument("model", help=MODEL_FORMATS)
+    add_torch_options(compress)
+    compress.add_argument("--macs", type=float, default=0.5, help="fraction of the model's MACs to keep")
+    compress.add_argument("--epochs", type=int, default=3, help="distillation epochs (with --data)")
+    compress.add_argument("--remove-blocks", type=int, default=0, metavar="N", help="residual blocks to remove first")
+    add_run_options(compress)
+    compress.set_defaults(run=cmd_compress)
     sub.add_parser("passes", help="list the passes and their options").set_defaults(run=cmd_passes)
     sub.add_parser("ops", help="list the registered ops").set_defaults(run=cmd_ops)
     demo = sub.add_parser("demo", help="trace MiniLM, run a pipeline, write ONNX, check it in ONNX Runtime")

@@ -96,6 +96,7 @@ class Prune(Pass):
     contract = Contract("masked", idempotent=False)
     ratio: float | None = option(None, low=0, high=1, low_open=True)  # of each group's units
     macs: float | None = option(None, low=0, high=1, low_open=True)  # fraction of the model's MACs to keep
+    macs_of: str = option("pass", choices=("pass", "pipeline"))  # of the model this pass or the pipeline received
     latency: float | None = option(None, low=0, high=1, low_open=True)  # fraction of its ONNX Runtime latency to keep
     threads: int = option(1, low=1)  # ONNX Runtime threads the latency table is measured with
     criterion: str = option("l1", choices=CRITERIA)
@@ -129,7 +130,8 @@ class Prune(Pass):
             if self.ratio is not None:
                 removed = self._removal(candidates, scores, self.ratio)
             elif table is None:
-                removed = self._fit(candidates, scores, shapes.macs, cost.macs * self.macs)  # type: ignore[union-attr,operator]
+                whole = cost.macs if self.macs_of == "pass" else ctx.initial_macs
+                removed = self._fit(candidates, scores, shapes.macs, whole * self.macs)  # type: ignore[union-attr,operator]
             else:
                 removed, measured[criterion] = self._fit_latency(graph, analysis, candidates, scores, shapes, table)  # type: ignore[arg-type]
             trials.append((criterion, scores, removed))
@@ -207,9 +209,19 @@ class Prune(Pass):
         return np.sqrt(scores) if criterion == "l2" else scores
 
     # --- how many units each group keeps --------------------------------------------------------------
+    def _step(self, group: ChannelGroup) -> int:
+        """The channel-count step of `group`: round-to, or by default the machine's vector width,
+        halved for groups too small to lose one such step."""
+        if self.round_to:
+            return self.round_to
+        step = default_round_to()
+        while step > 1 and 2 * step > group.size:
+            step //= 2
+        return step
+
     def _keep_count(self, group: ChannelGroup, keep: int) -> int:
         n = group.size
-        round_to = self.round_to or default_round_to()
+        round_to = self._step(group)
         if group.width == 1 and round_to > 1:
             keep = math.ceil(keep / round_to) * round_to
         return max(1, min(n, max(keep, math.ceil(self.min_channels / group.width))))
@@ -272,13 +284,12 @@ class Prune(Pass):
               cost: Callable[[dict[int, list[int]]], float], budget: float, max_checks: int) -> dict[int, list[int]]:
         """Give units back, one rounding step of one group at a time (its most important removed
         units first), while the model still fits the budget: the ratio's steps land below it."""
-        round_to = self.round_to or default_round_to()
         checks, improved = 0, True
         while improved and checks < max_checks:
             improved = False
             for g in groups:
                 gone = removal[id(g)]
-                step = round_to if g.width == 1 else 1
+                step = self._step(g) if g.width == 1 else 1
                 if len(gone) < step or checks >= max_checks:
                     continue
                 back = set(sorted(gone, key=lambda u: -scores[id(g)][u])[:step])

@@ -88,10 +88,8 @@ def random_inputs(graph: Graph) -> list[np.ndarray]:
     return out
 
 
-def model_ms(graph: Graph, inputs: Sequence[np.ndarray], threads: int = 1, repeats: int = 15) -> float:
-    """Median milliseconds of `graph` in ONNX Runtime's CPU provider on `inputs` (graph input order)."""
-    import time
-
+def ort_session(graph: Graph, threads: int = 1) -> tuple[Any, int]:
+    """`graph` as an ONNX Runtime CPU session, and the size of its ONNX bytes."""
     import onnxruntime as ort
 
     from graphopt.backends.onnx import to_onnx
@@ -99,7 +97,14 @@ def model_ms(graph: Graph, inputs: Sequence[np.ndarray], threads: int = 1, repea
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
-    session = ort.InferenceSession(to_onnx(graph).SerializeToString(), options, providers=["CPUExecutionProvider"])
+    data = to_onnx(graph).SerializeToString()
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"]), len(data)
+
+
+def session_ms(session: Any, inputs: Sequence[np.ndarray], repeats: int = 15) -> float:
+    """Median milliseconds of one run of `session` on `inputs` (after a warm-up run)."""
+    import time
+
     feed = {i.name: a for i, a in zip(session.get_inputs(), inputs)}
     session.run(None, feed)
     times = []
@@ -108,6 +113,11 @@ def model_ms(graph: Graph, inputs: Sequence[np.ndarray], threads: int = 1, repea
         session.run(None, feed)
         times.append(time.perf_counter() - start)
     return float(np.median(times)) * 1e3
+
+
+def model_ms(graph: Graph, inputs: Sequence[np.ndarray], threads: int = 1, repeats: int = 15) -> float:
+    """Median milliseconds of `graph` in ONNX Runtime's CPU provider on `inputs` (graph input order)."""
+    return session_ms(ort_session(graph, threads)[0], inputs, repeats)
 
 
 def layers_ms(graph: Graph, table: LatencyTable, types: Mapping[int, TensorType] | None = None,

@@ -1,7 +1,7 @@
 """Passes, the pass manager, instruments, analyses and bisection."""
 
 from graphopt.pipeline.bisect import BisectResult, bisect
-from graphopt.pipeline.instruments import DumpToFolder, Instrument, PrintAfter, Timing
+from graphopt.pipeline.instruments import DumpToFolder, Instrument, PrintAfter, StepCost, StepCosts, Timing
 from graphopt.pipeline.manager import PassContext, PassManager, PassRecord, PipelineResult, run_pipeline
 from graphopt.pipeline.passes import (
     ALL,
@@ -33,6 +33,8 @@ __all__ = [
     "PassResult",
     "PipelineResult",
     "PrintAfter",
+    "StepCost",
+    "StepCosts",
     "Timing",
     "bisect",
     "option",

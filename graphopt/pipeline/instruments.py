@@ -4,6 +4,7 @@ Subclass Instrument and override the hooks you need."""
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -68,3 +69,65 @@ class DumpToFolder(Instrument):
 
     def after_pass(self, p: Pass, graph: Graph, record: PassRecord, index: int) -> None:
         self._save(graph, f"{index + 1:02d}-{p.name}")
+
+
+@dataclass
+class StepCost:
+    """The model after one step: cost, ONNX size, measured latency and output cosine to the input."""
+
+    step: str
+    macs: int
+    params: int
+    onnx_bytes: int | None
+    latency_ms: float | None
+    cosine_mean: float | None
+    cosine_min: float | None
+    note: str = ""
+
+
+class StepCosts(Instrument):
+    """Measure the model before the pipeline and after each pass (or only after the last): MACs,
+    parameters, ONNX size, ONNX Runtime latency on the first sample (batch as given, `threads`),
+    and the cosine of its outputs to the input model's on every sample: an accuracy proxy that
+    needs no labels. The samples should be held out from calibration and training."""
+
+    def __init__(self, samples: list[tuple[Any, ...]], every_step: bool = True, threads: int = 1) -> None:
+        self.samples, self.every_step, self.threads = samples, every_step, threads
+        self.rows: list[StepCost] = []
+        self._reference: list[list[Any]] = []
+
+    def before_pipeline(self, graph: Graph, ctx: PassContext) -> None:
+        self.rows.append(self._measure("input", graph, reference=True))
+
+    def after_pass(self, p: Pass, graph: Graph, record: PassRecord, index: int) -> None:
+        if self.every_step:
+            self.rows.append(self._measure(record.spec, graph))
+
+    def after_pipeline(self, graph: Graph, ctx: PassContext) -> None:
+        if not self.every_step:
+            self.rows.append(self._measure("output", graph))
+
+    def _measure(self, step: str, graph: Graph, reference: bool = False) -> StepCost:
+        import numpy as np
+
+        from graphopt.analysis.cost import graph_cost
+        from graphopt.analysis.latency import ort_session, session_ms
+
+        cost = graph_cost(graph)
+        try:
+            session, size = ort_session(graph, self.threads)
+        except Exception as e:  # a graph the ONNX backend or ONNX Runtime cannot take: say so in the row
+            return StepCost(step, cost.macs, cost.params, None, None, None, None, f"not measured: {e}"[:160])
+        names = [i.name for i in session.get_inputs()]
+        outputs = [session.run(None, dict(zip(names, s))) for s in self.samples]
+        if reference:
+            self._reference = outputs
+        cosines = []
+        for want, got in zip(self._reference, outputs):
+            a = np.concatenate([np.asarray(o, np.float64).ravel() for o in want])
+            b = np.concatenate([np.asarray(o, np.float64).ravel() for o in got])
+            norm = float(np.linalg.norm(a) * np.linalg.norm(b))
+            cosines.append(float(a @ b) / norm if norm else 1.0)
+        ms = session_ms(session, list(self.samples[0])) if self.samples else None
+        return StepCost(step, cost.macs, cost.params, size, ms, float(np.mean(cosines)) if cosines else None,
+                        min(cosines) if cosines else None)

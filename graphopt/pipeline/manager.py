@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from graphopt.analysis.cost import graph_cost
 from graphopt.errors import GraphoptError, InternalError, PipelineError, VerifyError, expect_type
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node
@@ -29,6 +30,7 @@ class PassContext:
         self.current_pass = ""
         self.graph: Graph | None = None  # the graph the pipeline runs on
         self.received: Graph | None = None  # a copy of it as the pipeline received it (for teachers)
+        self.initial_macs = 0  # the MACs of the graph as the pipeline received it
         self._analyses: dict[str, Any] = {}
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -146,6 +148,7 @@ class PassManager:
         after a failure)."""
         ctx = ctx or PassContext(options, change_limit)
         ctx.graph = graph
+        ctx.initial_macs = graph_cost(graph).macs
         if any(p.needs_received for p in self.passes):
             ctx.received = graph.clone()
         result = PipelineResult(graph)
