@@ -15,9 +15,6 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/graphopt demo --out out/demo
-	$(VENV)/bin/python -c "import numpy as np; np.savez('out/demo/calibration.npz', x=np.random.default_rng(0).standard_normal((16, 3, 224, 224)).astype('float32'))"
-	$(VENV)/bin/graphopt opt torchvision.models:resnet18 --input-shape 1x3x224x224 \
-		-p canonicalize,fold-bn,fuse-activation,quantize --calibration out/demo/calibration.npz -o out/demo/resnet18.int8.onnx
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

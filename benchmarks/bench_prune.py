@@ -45,15 +45,6 @@ from graphopt.analysis import analyze_channels
 from graphopt.demo import median_seconds
 from graphopt.progress import progress
 
-HARD_SENTENCES = [
-    "Yes.", "Zebra", "42", "3.14159 2.71828 1.41421 1.73205", "!!! ??? ... ;;; ---", "e = mc^2, or so they say.",
-    "The quick brown fox jumps over the lazy dog " * 7,
-    ("In the late afternoon, when the shadows of the old stone bridge stretched across the river and the "
-     "fishermen began to pack their nets, the town council finally announced that the festival, postponed "
-     "twice because of storms, would take place on the first Saturday of October, much to the relief of the "
-     "bakers who had already ordered flour."),
-]
-
 
 def cpu_kind() -> str:
     from graphopt.analysis.latency import cpu_kind as isa
@@ -234,7 +225,7 @@ def minilm_accuracy() -> list[str]:
     seq = 64
     encode = lambda s: tuple(t.numpy() for t in text.inputs([s], seq_len=seq))  # noqa: E731
     calibration = [encode(s) for s in models.varied_sentences(16, seed=0)]
-    evaluation = [encode(s) for s in models.varied_sentences(50, seed=1) + HARD_SENTENCES]
+    evaluation = [encode(s) for s in models.varied_sentences(50, seed=1) + models.HARD_TEXTS]
     graph = go.from_torch(text.module, text.inputs(models.SENTENCES[:1], seq_len=seq))
     reference = [go.interpret(graph, *e)[0] for e in progress(evaluation, len(evaluation), "minilm reference")]
     lines = ["| MiniLM (heads + FFN) | MACs kept | cosine mean | cosine min |", "|---|---:|---:|---:|"]

@@ -326,7 +326,7 @@ def cmd_ops(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from graphopt.demo import run_demo
 
-    run_demo(Path(args.out), args.pipeline)
+    print(f"wrote {run_demo(Path(args.out), args.epochs, args.texts)}")
 
 
 def add_torch_options(parser: argparse.ArgumentParser) -> None:
@@ -378,9 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
     compress.set_defaults(run=cmd_compress)
     sub.add_parser("passes", help="list the passes and their options").set_defaults(run=cmd_passes)
     sub.add_parser("ops", help="list the registered ops").set_defaults(run=cmd_ops)
-    demo = sub.add_parser("demo", help="trace MiniLM, run a pipeline, write ONNX, check it in ONNX Runtime")
-    demo.add_argument("--out", default="out/demo", help="folder for the graphs and the report")
-    demo.add_argument("-p", "--pipeline", default="canonicalize,fold-bn,fuse-activation")
+    demo = sub.add_parser("demo", help="compress the real all-MiniLM-L6-v2 by a recipe (remove blocks, prune, "
+                          "distill on unlabeled text, int8) and report what each step cost and bought")
+    demo.add_argument("--out", default="out/demo", help="folder for the data, the recipe, the model and the report")
+    demo.add_argument("--epochs", type=int, default=6, help="distillation epochs")
+    demo.add_argument("--texts", type=int, default=384, help="unlabeled training texts")
     demo.set_defaults(run=cmd_demo)
     return parser
 

@@ -20,6 +20,15 @@ SENTENCES = [
     "Quantization stores weights as eight-bit integers.",
 ]
 
+HARD_TEXTS = [  # short, long, numbers and punctuation: evaluation sets include them
+    "Yes.", "Zebra", "42", "3.14159 2.71828 1.41421 1.73205", "!!! ??? ... ;;; ---", "e = mc^2, or so they say.",
+    "The quick brown fox jumps over the lazy dog " * 7,
+    ("In the late afternoon, when the shadows of the old stone bridge stretched across the river and the "
+     "fishermen began to pack their nets, the town council finally announced that the festival, postponed "
+     "twice because of storms, would take place on the first Saturday of October, much to the relief of the "
+     "bakers who had already ordered flour."),
+]
+
 _SUBJECTS = ["the compiler", "a small dog", "my grandmother", "the committee", "this neural network", "the river",
              "an old sailor", "the stock market", "our team", "the violinist", "a quantum computer", "the city council",
              "the chef", "every student", "the satellite", "a tired nurse"]
@@ -33,6 +42,13 @@ _TAILS = ["before sunrise", "in the rain", "after a long argument", "without any
           "despite the warnings"]
 
 
+_FOREIGN = ["Le chat dort sur le canapé.", "Der Zug kommt um acht Uhr an.", "¿Dónde está la biblioteca?",
+            "Il pleut depuis trois jours.", "Wir haben das Problem gelöst.", "Me gusta caminar por la playa.",
+            "Questo ristorante è molto famoso.", "O livro está em cima da mesa."]
+_CODE = ["def add(a, b): return a + b", "for i in range(10): print(i)", "SELECT name FROM users WHERE id = 42;",
+         "x = np.zeros((3, 3)); x[0, 1] = 7", "if (err != nil) { return err }", "git commit -m 'fix the build'"]
+
+
 def varied_sentences(count: int, seed: int = 0) -> list[str]:
     """`count` reproducible sentences of varied topic and length (one to six clauses), for
     calibration (one seed) and evaluation (another) of the text models."""
@@ -44,6 +60,33 @@ def varied_sentences(count: int, seed: int = 0) -> list[str]:
                    for _ in range(int(rng.integers(1, 7)))]
         sentences.append((", and ".join(clauses) + ".").capitalize())
     return sentences
+
+
+def varied_texts(count: int, seed: int = 0) -> list[str]:
+    """`count` reproducible texts of more kinds than varied_sentences (training and evaluating the
+    compressed text models; different seeds for each): statements of one to six clauses, questions,
+    lists, numbers, code, other languages and lone words."""
+    rng = np.random.default_rng(seed)
+    pick = lambda words: words[int(rng.integers(len(words)))]  # noqa: E731
+    statements = iter(varied_sentences(count, seed))
+    texts = []
+    for _ in range(count):
+        kind = int(rng.integers(8))
+        if kind <= 2:
+            text = next(statements)
+        elif kind == 3:
+            text = f"Why has {pick(_SUBJECTS)} {pick(_VERBS).split()[-1]} {pick(_OBJECTS)} {pick(_TAILS)}?"
+        elif kind == 4:
+            text = "Shopping list: " + ", ".join(pick(_OBJECTS).split()[-1] for _ in range(int(rng.integers(2, 8))))
+        elif kind == 5:
+            text = " ".join(f"{rng.normal(0, 10 ** int(rng.integers(0, 5))):.{int(rng.integers(0, 4))}f}"
+                            for _ in range(int(rng.integers(1, 9))))
+        elif kind == 6:
+            text = pick(_CODE) if rng.integers(2) else pick(_FOREIGN)
+        else:
+            text = pick(_OBJECTS).split()[-1].capitalize()
+        texts.append(text)
+    return texts
 
 
 class SentenceEncoder(torch.nn.Module):
@@ -84,6 +127,11 @@ def minilm() -> TextModel:
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     bert = AutoModel.from_pretrained(str(path)).eval()
     return TextModel(SentenceEncoder(bert).eval(), tokenizer)
+
+
+def minilm_encoder() -> SentenceEncoder:
+    """The MiniLM sentence encoder as a factory the CLI can load (`graphopt.models:minilm_encoder`)."""
+    return minilm().module
 
 
 def torchvision_classifiers() -> list[str]:
