@@ -6,12 +6,14 @@
   data, teacher), so the rows compare the pruning.
 - resnet50: remove-blocks by each score, 1 to 4 blocks: output cosine to the unremoved model on
   held-out inputs (not the calibration ones) and the latency gain in ONNX Runtime, plotted.
+- scaling: distill's wall time per epoch on 1 process and on 2 torchrun processes.
 
-    python benchmarks/bench_compress.py [--sections digits resnet50] [--repeats 7]"""
+    python benchmarks/bench_compress.py [--sections digits resnet50 scaling] [--repeats 7]"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -104,6 +106,46 @@ def resnet50(repeats: int, tmp: Path) -> list[str]:
     return [*lines, "", f"![cosine against latency per score]({PLOT.relative_to(Path(__file__).parent)})"]
 
 
+def scaling() -> list[str]:
+    """distill wall time per epoch on 1 process and on 2 torchrun processes (gloo, loopback)."""
+    import socket
+    import subprocess
+
+    lines = ["distill of the digits CNN pruned to 50% of its MACs (`distill{epochs=3,batch-size=32}`, 1400 images), "
+             "wall seconds per epoch; each process gets the machine's cores divided by the process count.", "",
+             "| processes | threads each | s per epoch | final loss |", "|---:|---:|---:|---:|"]
+    cores = os.cpu_count() or 1
+    for n in (1, 2):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": str(max(1, cores // n))}
+        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}",
+                               "--master_addr=127.0.0.1", f"--master_port={port}", __file__, "--distill-worker"],
+                              env=env, capture_output=True, text=True, timeout=1800, cwd=Path(__file__).parent)
+        if done.returncode:
+            lines.append(f"| {n} | {max(1, cores // n)} | failed: {done.stderr.strip().splitlines()[-1][:120]} | |")
+            continue
+        seconds, loss = map(float, done.stdout.strip().splitlines()[-1].split())
+        lines.append(f"| {n} | {max(1, cores // n)} | {seconds:.1f} | {loss:.4g} |")
+        print(lines[-1], file=sys.stderr, flush=True)
+    return lines
+
+
+def distill_worker() -> None:
+    import torch.distributed as dist
+
+    case = digits_case()
+    graph = go.run_pipeline(go.from_torch(case.module, case.example, dynamic_batch=True), "canonicalize,fold-bn").graph
+    result = go.run_pipeline(graph, "prune{macs=0.5,round-to=1},distill{epochs=3,lr=0.003,batch-size=32}",
+                             data=case.training)
+    summary = result.records[-1].details
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{summary.seconds / len(summary.losses)} {summary.losses[-1]}")
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def _plot(curves: dict[str, list[tuple[float, float]]]) -> None:
     import matplotlib
 
@@ -125,16 +167,21 @@ def _plot(curves: dict[str, list[tuple[float, float]]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", nargs="*", default=["digits", "resnet50"])
+    parser.add_argument("--sections", nargs="*", default=["digits", "resnet50", "scaling"])
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--distill-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    if args.distill_worker:
+        distill_worker()
+        return
     torch.set_num_threads(2)
     header = f"Run {date.today()} on {cpu_kind()}."
     with tempfile.TemporaryDirectory(prefix="graphopt-compress-") as tmp:
         for name in args.sections:
             start = time.perf_counter()
-            lines = digits() if name == "digits" else resnet50(args.repeats, Path(tmp))
+            lines = digits() if name == "digits" else scaling() if name == "scaling" else \
+                resnet50(args.repeats, Path(tmp))
             text = f"{header} ({time.perf_counter() - start:.0f} s)\n\n" + "\n".join(lines)
             print(text, flush=True)
             write_section(f"compress-{name}", text)
