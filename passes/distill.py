@@ -10,9 +10,12 @@ check it) and the graph keeps its structure, only parameter values change."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from graphopt.analysis.cost import graph_cost
 from graphopt.errors import GraphoptError
 from graphopt.ir.graph import Graph
 from graphopt.pipeline import Contract, Pass, PassContext, PassResult, option, register_pass
@@ -61,6 +64,7 @@ class Distill(Pass):
     features: tuple[str, ...] = ()
     validation: float = option(0.0, low=0, high=1, high_open=True)
     patience: int = option(2, low=1)
+    prune_steps: int = option(0, low=0)  # >0: the prune pass just before reaches its target in steps
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         from graphopt.backends.torch_train import TrainConfig, train
@@ -76,6 +80,53 @@ class Distill(Pass):
         data = ctx.labeled("distill")
         Calibration([inputs for inputs, _ in data]).check(graph, "distill data")
         config = TrainConfig(**{f: getattr(self, f) for f in TrainConfig.__dataclass_fields__})
-        history = train(graph, teacher, data, config)
+        if self.prune_steps:
+            history = self._gradually(graph, teacher, data, config, ctx)
+        else:
+            history = train(graph, teacher, data, config)
         summary = DistillSummary(self.spec(), **vars(history))
         return PassResult(True, details=summary)
+
+    def _gradually(self, graph: Graph, teacher: Graph, data: list, config: Any, ctx: PassContext) -> Any:
+        """Gradual pruning: replay the pipeline up to the prune pass before this one on the model the
+        pipeline received, then prune to targets that fall on TensorFlow Model Optimization's
+        polynomial-decay schedule (power 3) towards the prune pass's own, re-scoring on the trained
+        weights and training between steps; the result replaces what one-shot pruning made."""
+        from graphopt.backends.torch_train import train
+
+        from graphopt.pipeline import run_pipeline
+
+        prune = ctx.pipeline[ctx.index - 1] if ctx.index else None
+        if prune is None or prune.name != "prune" or getattr(prune, "latency", None) is not None:
+            raise GraphoptError("distill{prune-steps=...} prunes gradually: put it right after a "
+                                "prune{macs=...} or prune{ratio=...} pass")
+        options = {k: v for k, v in ctx.options.items()}
+        work = run_pipeline(ctx.received, ctx.pipeline[:ctx.index - 1], **options).graph  # type: ignore[arg-type]
+        base = ctx.initial_macs if prune.macs_of == "pipeline" else graph_cost(work).macs
+        epochs = [self.epochs // self.prune_steps + (i < self.epochs % self.prune_steps)
+                  for i in range(self.prune_steps)]
+        final, kept = (prune.macs, 1.0) if prune.macs is not None else (1 - prune.ratio, 1.0)
+        history = None
+        for i, n in enumerate(epochs, 1):
+            target = final + (1 - final) * (1 - i / self.prune_steps) ** 3
+            if prune.macs is not None:
+                step = dataclasses.replace(prune, macs=min(1.0, target * base / max(graph_cost(work).macs, 1)),
+                                           macs_of="pass")
+            else:
+                step = dataclasses.replace(prune, ratio=max(1e-6, 1 - target / kept))
+            kept = target
+            work = run_pipeline(work, [step], **options).graph
+            if n:
+                step_history = train(work, teacher, data, dataclasses.replace(config, epochs=n))
+                history = step_history if history is None else _joined(history, step_history)
+        graph.take_contents(work)
+        return history
+
+
+def _joined(first: Any, then: Any) -> Any:
+    """One history for several training runs in a row."""
+    first.losses += then.losses
+    first.validation += then.validation
+    first.seconds += then.seconds
+    first.stopped_early = first.stopped_early or then.stopped_early
+    return first

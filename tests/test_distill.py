@@ -113,3 +113,18 @@ def test_cli_distills_on_a_data_file_with_labels(tmp_path: Path, capsys: pytest.
     assert "distill: 2 epoch(s) on 32 sample(s)" in capsys.readouterr().out
     assert "## Distillation" in out.with_suffix(".report.md").read_text()
     assert out.with_name("small.report.distill.png").stat().st_size > 5_000
+
+
+def test_gradual_pruning_reaches_the_prune_target_in_steps() -> None:
+    graph, data = model_and_data()
+    one_shot = go.run_pipeline(graph, "canonicalize,prune{macs=0.5,round-to=1}").graph
+    result = go.run_pipeline(graph, "canonicalize,prune{macs=0.5,round-to=1},distill{epochs=3,lr=3e-3,prune-steps=3}",
+                             data=data)
+    summary = result.records[-1].details
+    assert len(summary.losses) == 3  # one epoch after each of the three pruning steps
+    macs = go.graph_cost(result.graph).macs
+    # each step lands just under its own target; with 8-channel layers a step is 1/8 of a layer
+    assert macs <= 0.5 * go.graph_cost(graph).macs and macs >= 0.75 * go.graph_cost(one_shot).macs
+    go.verify(result.graph)
+    with pytest.raises(go.GraphoptError, match="right after a prune"):
+        go.run_pipeline(graph, "canonicalize,distill{prune-steps=2}", data=data)

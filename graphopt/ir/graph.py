@@ -216,6 +216,22 @@ class Graph:
         new.outputs = [mapping[id(v)] for v in self.outputs]
         return new, mapping
 
+    def take_contents(self, other: Graph) -> None:
+        """Hold `other`'s inputs, parameters, nodes and outputs in place of this graph's own (a pass
+        that builds its result as a new graph hands it back through the graph it was given); `other`
+        is left empty."""
+        self.inputs, self.parameters, self._outputs = other.inputs, other.parameters, other._outputs
+        self._first, self._last, self._size = other._first, other._last, other._size
+        for v in [*self.inputs, *self.parameters]:
+            v.graph = self
+        for node in self:
+            node.graph = self
+            for r in node.results:
+                r.graph = self
+        other.inputs, other.parameters, other._outputs = [], [], []
+        other._first = other._last = None
+        other._size = 0
+
     def symbols(self) -> list[str]:
         """Symbolic dims used by the inputs, in order of appearance."""
         seen: dict[str, None] = {}

@@ -31,6 +31,8 @@ class PassContext:
         self.graph: Graph | None = None  # the graph the pipeline runs on
         self.received: Graph | None = None  # a copy of it as the pipeline received it (for teachers)
         self.initial_macs = 0  # the MACs of the graph as the pipeline received it
+        self.pipeline: list[Pass] = []  # the passes of this run, and the index of the one running
+        self.index = 0
         self._analyses: dict[str, Any] = {}
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -154,8 +156,9 @@ class PassManager:
         result = PipelineResult(graph)
         for inst in self.instruments:
             inst.before_pipeline(graph, ctx)
+        ctx.pipeline = list(self.passes)
         for index, p in enumerate(self.passes):
-            ctx.current_pass = p.name
+            ctx.current_pass, ctx.index = p.name, index
             for inst in self.instruments:
                 inst.before_pass(p, graph, index)
             before, changes_before = len(graph), ctx.change_count
