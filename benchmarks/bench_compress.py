@@ -32,6 +32,7 @@ from report import write_section
 
 import graphopt as go
 from graphopt import models
+from graphopt.ir.printer import print_graph
 
 DISTILL = "distill{epochs=30,lr=0.003,batch-size=32}"
 PLOT = Path(__file__).parent / "results" / "remove_blocks_resnet50.png"
@@ -178,7 +179,10 @@ def _at_batch_one(trained: go.Graph, sample: tuple[np.ndarray, np.ndarray]) -> g
     """`trained` (traced at batch 16) at batch 1: its text form with the leading 16 of every shape
     made 1 (a wrong replacement fails to parse or to verify), checked against the batch-16 graph on
     the first text of `sample`."""
-    small = go.parse(str(trained).replace("[16, ", "[1, "), weights={p.name: p.data for p in trained.parameters})
+    weights = {}
+    for p in trained.parameters:  # constants folded at batch 16 (position embeddings, batch indices): row 0
+        weights[p.name] = p.data[:1] if p.data is not None and p.data.ndim and p.shape[0] == 16 else p.data
+    small = go.parse(print_graph(trained, inline_limit=0).replace("[16, ", "[1, "), weights=weights)
     (want,), (got,) = go.interpret(trained, *sample), go.interpret(small, *(a[:1] for a in sample))
     if not np.allclose(want[:1], got, atol=1e-4):
         raise RuntimeError("the batch-1 copy of the model disagrees with the batch-16 one")
