@@ -186,7 +186,7 @@ def train(student: Graph, teacher: Graph, data: Sequence[Sample], config: TrainC
                     loss.backward()  # type: ignore[union-attr]
                     share = share + loss.detach()  # type: ignore[union-attr]
                 if world > 1:
-                    _all_reduce([t.grad for t in trainable.values()] + [share])  # type: ignore[list-item]
+                    _all_reduce([*(t.grad for t in trainable.values()), share])  # type: ignore[misc]
                 optimizer.step()
                 scheduler.step()
                 total += float(share)
@@ -234,11 +234,15 @@ def _forward(model: torch.nn.Module, data: Sequence[Sample], items: np.ndarray,
 
 
 def _all_reduce(tensors: list[torch.Tensor]) -> None:
+    """Sum `tensors` over the ranks in one collective (one message a step, not one a parameter)."""
     import torch.distributed as dist
 
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    offset = 0
     for t in tensors:
-        if t is not None:
-            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        t.copy_(flat[offset:offset + t.numel()].view_as(t))
+        offset += t.numel()
 
 
 def _held_out_loss(model: torch.nn.Module, objective: _Objective, data: Sequence[Sample],

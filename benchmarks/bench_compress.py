@@ -195,7 +195,9 @@ def scaling() -> list[str]:
     import subprocess
 
     lines = ["distill of the digits CNN pruned to 50% of its MACs (`distill{epochs=3,batch-size=32}`, 1400 images), "
-             "wall seconds per epoch; each process gets the machine's cores divided by the process count.", "",
+             "wall seconds per epoch; each process gets the machine's cores divided by the process count. Each run "
+             "trains the digits CNN first with its own thread count, so the starting weights (and the final loss) "
+             "differ a little; tests/test_distill.py checks that 2 processes take 1 process's steps exactly.", "",
              "| processes | threads each | s per epoch | final loss |", "|---:|---:|---:|---:|"]
     cores = os.cpu_count() or 1
     for n in (1, 2):
