@@ -326,7 +326,7 @@ def cmd_ops(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from graphopt.demo import run_demo
 
-    print(f"wrote {run_demo(Path(args.out), args.epochs, args.texts)}")
+    run_demo(Path(args.out), args.epochs, args.texts)
 
 
 def add_torch_options(parser: argparse.ArgumentParser) -> None:
@@ -381,8 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="compress the real all-MiniLM-L6-v2 by a recipe (remove blocks, prune, "
                           "distill on unlabeled text, int8) and report what each step cost and bought")
     demo.add_argument("--out", default="out/demo", help="folder for the data, the recipe, the model and the report")
-    demo.add_argument("--epochs", type=int, default=4, help="distillation epochs")
-    demo.add_argument("--texts", type=int, default=256, help="unlabeled training texts")
+    demo.add_argument("--epochs", type=int, default=8, help="distillation epochs")
+    demo.add_argument("--texts", type=int, default=384, help="unlabeled training texts")
     demo.set_defaults(run=cmd_demo)
     return parser
 

@@ -41,7 +41,7 @@ def recipe(epochs: int) -> str:
         "[data]", 'calibration = "calibration.npz"', 'train = "train.npz"', ""])
 
 
-def run_demo(out: Path, epochs: int = 4, texts: int = 256, stream: IO[str] | None = None) -> Path:
+def run_demo(out: Path, epochs: int = 8, texts: int = 384, stream: IO[str] | None = None) -> Path:
     from graphopt import models
     from graphopt.cli import main
 

@@ -100,7 +100,7 @@ def steps_section(path: Path, rows: list[Any], samples: str) -> list[str]:
     base = rows[0]
     lines = ["## What each step cost and bought", "",
              f"Latency: ONNX Runtime CPU, median of 15 runs on the first sample; cosine: the outputs against the "
-             f"input model's on {samples}.", "",
+             f"input model's, item by item (each text or image of a batch), on {samples}.", "",
              "| step | MACs | parameters | ONNX MB | latency ms | speed-up | cosine mean | cosine min |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:

@@ -88,8 +88,9 @@ class StepCost:
 class StepCosts(Instrument):
     """Measure the model before the pipeline and after each pass (or only after the last): MACs,
     parameters, ONNX size, ONNX Runtime latency on the first sample (batch as given, `threads`),
-    and the cosine of its outputs to the input model's on every sample: an accuracy proxy that
-    needs no labels. The samples should be held out from calibration and training."""
+    and the cosine of its outputs to the input model's on every item of every sample (each text or
+    image of a batch): an accuracy proxy that needs no labels. The samples should be held out from
+    calibration and training."""
 
     def __init__(self, samples: list[tuple[Any, ...]], every_step: bool = True, threads: int = 1) -> None:
         self.samples, self.every_step, self.threads = samples, every_step, threads
@@ -122,12 +123,23 @@ class StepCosts(Instrument):
         outputs = [session.run(None, dict(zip(names, s))) for s in self.samples]
         if reference:
             self._reference = outputs
-        cosines = []
+        cosines: list[float] = []
         for want, got in zip(self._reference, outputs):
-            a = np.concatenate([np.asarray(o, np.float64).ravel() for o in want])
-            b = np.concatenate([np.asarray(o, np.float64).ravel() for o in got])
-            norm = float(np.linalg.norm(a) * np.linalg.norm(b))
-            cosines.append(float(a @ b) / norm if norm else 1.0)
+            a, b = _rows(want), _rows(got)
+            norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+            cosines += np.where(norms > 0, (a * b).sum(1) / np.where(norms > 0, norms, 1), 1.0).tolist()
         ms = session_ms(session, list(self.samples[0])) if self.samples else None
         return StepCost(step, cost.macs, cost.params, size, ms, float(np.mean(cosines)) if cosines else None,
                         min(cosines) if cosines else None)
+
+
+def _rows(outputs: list[Any]) -> Any:
+    """The outputs of one sample as rows to compare: one per item of the batch when every output
+    leads with the same batch size (one text, one image), else the whole sample as one row."""
+    import numpy as np
+
+    arrays = [np.asarray(o, np.float64) for o in outputs]
+    heads = {a.shape[0] if a.ndim >= 2 else None for a in arrays}
+    if len(heads) == 1 and None not in heads:
+        return np.concatenate([a.reshape(a.shape[0], -1) for a in arrays], axis=1)
+    return np.concatenate([a.ravel() for a in arrays])[None, :]
