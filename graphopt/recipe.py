@@ -42,7 +42,6 @@ class Recipe:
     dynamic_batch: bool = False
     calibration: Path | None = None
     train: Path | None = None
-    seed: int | None = None
     seeds: dict[str, int] = field(default_factory=dict)  # pass spec -> the seed it runs with
 
     @property
@@ -121,7 +120,7 @@ def load_recipe(path: str | Path) -> Recipe:
     folder = path.parent
     return Recipe(path, text, passes, model.get("input-shape"), model.get("dynamic-batch", False),
                   folder / data["calibration"] if "calibration" in data else None,
-                  folder / data["train"] if "train" in data else None, seed, seeds)
+                  folder / data["train"] if "train" in data else None, seeds)
 
 
 def default_recipe(macs: float, epochs: int, blocks: int, calibration: bool, train: bool) -> str:

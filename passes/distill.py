@@ -100,7 +100,7 @@ class Distill(Pass):
         if prune is None or prune.name != "prune" or getattr(prune, "latency", None) is not None:
             raise GraphoptError("distill{prune-steps=...} prunes gradually: put it right after a "
                                 "prune{macs=...} or prune{ratio=...} pass")
-        options = {k: v for k, v in ctx.options.items()}
+        options = dict(ctx.options)
         work = run_pipeline(ctx.received, ctx.pipeline[:ctx.index - 1], **options).graph  # type: ignore[arg-type]
         base = ctx.initial_macs if prune.macs_of == "pipeline" else graph_cost(work).macs
         epochs = [self.epochs // self.prune_steps + (i < self.epochs % self.prune_steps)

@@ -469,12 +469,11 @@ class LayerShapes:
         self.graph = graph
         self.layers = [n for n in graph if get_op(n.op, n.loc).macs is not None]
         self.values = {id(v): v for n in self.layers for v in (*n.operands, *n.results)}
-        wanted = self.values
         self.keys: dict[int, list[Key]] = {}
         self.counts: dict[int, np.ndarray] = {}  # per group: key x unit -> indices the unit holds there
         for g in analysis.groups:
             if g.frozen is None:
-                keys = self.keys[id(g)] = [k for k in g.members if k[0] in wanted]
+                keys = self.keys[id(g)] = [k for k in g.members if k[0] in self.values]
                 self.counts[id(g)] = np.array([g.members[k].counts for k in keys]).reshape(len(keys), g.size)
 
     def types(self, removal: dict[int, list[int]]) -> dict[int, TensorType]:

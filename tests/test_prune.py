@@ -4,6 +4,7 @@ generated graphs and real models, targets, options, and the pruned model through
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -270,31 +271,29 @@ def test_a_pruned_model_that_measures_slower_is_not_kept(monkeypatch: pytest.Mon
     assert not result.records[0].changed and "measured no faster" in prune_summary(result).line()
 
 
-def test_a_reshape_that_regroups_axes_is_a_barrier() -> None:
-    """A fuzzer finding: [1, 2, 3] -> [1, 3, 2] pairs two axes with two others; no channel survives whole."""
+def linears_around(middle: Callable[[go.Graph, go.Value], go.Value]) -> go.Graph:
+    """x -> fc1 (6 -> 6) -> middle(h) -> reshape to [1, 6] -> fc2 (6 -> 2): the fuzzer's reshape findings."""
     rng = np.random.default_rng(0)
     g = go.Graph()
     x = g.add_input(go.TensorType("float32", [1, 6]), "x")
     h = g.create("linear", [x, g.add_parameter(rng.standard_normal((6, 6)).astype(np.float32), "fc1.weight")],
                  loc="fc1").result
-    r = g.create("reshape", [g.create("reshape", [h], {"shape": [1, 2, 3]}).result], {"shape": [1, 3, 2]}).result
-    flat = g.create("reshape", [r], {"shape": [1, 6]}).result
+    flat = g.create("reshape", [middle(g, h)], {"shape": [1, 6]}).result
     g.outputs = [g.create("linear", [flat, g.add_parameter(rng.standard_normal((2, 6)).astype(np.float32),
                                                            "fc2.weight")], loc="fc2").result]
+    return g
+
+
+def test_a_reshape_that_regroups_axes_is_a_barrier() -> None:
+    """A fuzzer finding: [1, 2, 3] -> [1, 3, 2] pairs two axes with two others; no channel survives whole."""
+    g = linears_around(lambda g, h: g.create("reshape", [g.create("reshape", [h], {"shape": [1, 2, 3]}).result],
+                                             {"shape": [1, 3, 2]}).result)
     summary = prune_summary(check_masked(g, "prune{ratio=0.5,round-to=1}", np.ones((1, 6), np.float32)))
     assert {grp.name: grp.left_alone for grp in summary.groups}["fc1"] == "reshape regroups these axes"
 
 
 def test_permutes_with_negative_dims_after_a_split() -> None:
     """A fuzzer finding: a permute written with a negative axis after a reshape that splits channels."""
-    rng = np.random.default_rng(0)
-    g = go.Graph()
-    x = g.add_input(go.TensorType("float32", [1, 6]), "x")
-    h = g.create("linear", [x, g.add_parameter(rng.standard_normal((6, 6)).astype(np.float32), "fc1.weight")],
-                 loc="fc1").result
-    split = g.create("reshape", [h], {"shape": [1, 2, 3]}).result
-    moved = g.create("permute", [split], {"dims": [0, 2, -2]}).result
-    flat = g.create("reshape", [moved], {"shape": [1, 6]}).result
-    g.outputs = [g.create("linear", [flat, g.add_parameter(rng.standard_normal((2, 6)).astype(np.float32),
-                                                           "fc2.weight")], loc="fc2").result]
+    g = linears_around(lambda g, h: g.create("permute", [g.create("reshape", [h], {"shape": [1, 2, 3]}).result],
+                                             {"dims": [0, 2, -2]}).result)
     check_masked(g, "prune{ratio=0.5,round-to=1}", np.ones((1, 6), np.float32))

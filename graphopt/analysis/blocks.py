@@ -49,10 +49,6 @@ class Block:
     def output(self) -> Value:
         return self.merge.result
 
-    @property
-    def layers(self) -> int:
-        return sum(1 for n in self.nodes if _macs(n) > 0)
-
 
 def _macs(node: Node) -> int:
     opdef = get_op(node.op, node.loc)
@@ -128,10 +124,11 @@ def _residual(add: Node, position: dict[int, int]) -> Block | None:
         if branch is keep or branch.type != out.type or keep.type != out.type or keep.is_parameter:
             continue
         cone = _exclusive_cone(branch, add, position)
-        if cone is not None and any(_macs(n) > 0 for n in cone):
-            entry = _entry(cone, keep)
+        macs = sum(_macs(n) for n in cone) if cone is not None else 0
+        if macs > 0:  # the branch holds a layer
+            entry = _entry(cone, keep)  # type: ignore[arg-type]
             if entry is not None:
-                sides.append((sum(_macs(n) for n in cone), b, cone, entry))
+                sides.append((macs, b, cone, entry))
     if not sides:
         return None
     macs, b, cone, entry = max(sides, key=lambda s: s[0])
@@ -141,7 +138,8 @@ def _residual(add: Node, position: dict[int, int]) -> Block | None:
 
 
 def _plain(node: Node, inside: set[int], position: dict[int, int]) -> Block | None:
-    if _macs(node) == 0 or id(node) in inside or not node.operands or node.operands[0].type != node.result.type:
+    macs = _macs(node)
+    if macs == 0 or id(node) in inside or not node.operands or node.operands[0].type != node.result.type:
         return None
     chain, last = [node], node
     while True:
@@ -154,7 +152,7 @@ def _plain(node: Node, inside: set[int], position: dict[int, int]) -> Block | No
             break
         chain.append(nxt)
         last = nxt
-    return Block(_name(chain), "plain", last, None, node.operands[0], chain, _macs(node), node.operands[0])
+    return Block(_name(chain), "plain", last, None, node.operands[0], chain, macs, node.operands[0])
 
 
 def find_blocks(graph: Graph, plain: bool = False) -> list[Block]:
