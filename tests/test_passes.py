@@ -9,7 +9,8 @@ import pytest
 import graphopt as go
 from graphopt.pipeline import parse_pipeline
 from graphopt.rewrite import Trace
-from graphopt.testing import check_pass, run_golden
+from graphopt.testing import check_pass, parse_golden, run_golden
+from graphopt.testing.blocks import check_removal
 from graphopt.testing.pruning import check_masked
 from tests.test_models import assert_close
 
@@ -20,20 +21,20 @@ WEIGHTS = {"w3": np.tile(np.arange(1, 10, dtype=np.float32), 4).reshape(2, 2, 3,
 
 @pytest.mark.parametrize("path", GOLDEN, ids=[p.stem for p in GOLDEN])
 def test_golden(path: Path) -> None:
-    head, _, expected = path.read_text().partition("\n# expected\n")
-    pipeline, _, source = head.partition("\n")
-    spec = pipeline.removeprefix("# pipeline:").strip()
-    result = go.run_pipeline(go.parse(source, weights=WEIGHTS), spec)
-    assert str(result.graph) == str(go.parse(expected, weights=WEIGHTS))
-    rng = np.random.default_rng(0)
-    x = [rng.standard_normal([d if isinstance(d, int) else 2 for d in v.shape]).astype(np.float32)
-         for v in result.graph.inputs]
+    case = parse_golden(path.read_text())
+    source, spec = go.parse(case.source, weights=WEIGHTS), case.pipeline
+    options = case.options(source)
+    result = go.run_pipeline(source, spec, **options)
+    assert str(result.graph) == str(go.parse(case.expected, weights=WEIGHTS))
+    x = case.inputs(source)
     names = {p.name for p in parse_pipeline(spec) if p.contract.semantics == "masked"}
     if names:  # it equals a masked model, not its input (a sparsified graph is its own masked model)
         if "prune" in names:
-            check_masked(go.parse(source, weights=WEIGHTS), spec, *x)
+            check_masked(source, spec, *x, **options)
+        if "remove-blocks" in names:
+            check_removal(source, spec, *x, **options)
         return
-    before = go.interpret(go.parse(source, weights=WEIGHTS), *x)
+    before = go.interpret(source, *x)
     for a, b in zip(before, go.interpret(result.graph, *x)):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
 

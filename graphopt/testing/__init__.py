@@ -6,12 +6,14 @@ Profiles: `graphopt-quick` (CI) and `graphopt-long` (on demand, e.g.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from hypothesis import HealthCheck, assume, given, settings
 
 from graphopt.interp import interpret
+from graphopt.ir.graph import Graph
 from graphopt.ir.printer import print_graph
 from graphopt.pipeline import Pass, run_pipeline
 from graphopt.pipeline.spec import parse_pipeline
@@ -71,17 +73,46 @@ def check_pass(pipeline: str | Pass, *, max_nodes: int = 12, **settings_override
     holds()
 
 
-def run_golden(text: str) -> tuple[str, str]:
-    """A golden test case: `# pipeline: P`, the input graph, a `# expected` line, the expected
-    graph. Returns (actual, expected) texts, both normalized through parse and print."""
-    from graphopt.ir.parser import parse
+@dataclass
+class GoldenCase:
+    """A golden test case: `# pipeline: P`, optionally `# calibration: inputs` (the pipeline gets the
+    case's own inputs as its one calibration sample, for passes that score on data), the input
+    graph, a `# expected` line, the expected graph."""
 
+    pipeline: str
+    source: str
+    expected: str
+    calibrated: bool
+
+    def inputs(self, graph: Graph) -> list[np.ndarray]:
+        """The case's inputs: seeded normal values, symbolic dims at 2."""
+        rng = np.random.default_rng(0)
+        return [rng.standard_normal([d if isinstance(d, int) else 2 for d in v.shape]).astype(np.float32)
+                for v in graph.inputs]
+
+    def options(self, graph: Graph) -> dict[str, Any]:
+        return {"calibration": [tuple(self.inputs(graph))]} if self.calibrated else {}
+
+
+def parse_golden(text: str) -> GoldenCase:
     head, sep, expected = text.partition("\n# expected\n")
     if not sep or not head.startswith("# pipeline:"):
         raise ValueError("a golden case starts with '# pipeline: ...' and has an '# expected' line")
     pipeline, _, source = head.partition("\n")
-    result = run_pipeline(parse(source), pipeline.removeprefix("# pipeline:").strip())
-    return print_graph(result.graph), print_graph(parse(expected))
+    calibrated = source.startswith("# calibration: inputs\n")
+    return GoldenCase(pipeline.removeprefix("# pipeline:").strip(), source, expected, calibrated)
 
 
-__all__ = ["assert_outputs_close", "check_pass", "graphs", "graphs_with_inputs", "inputs_for", "run_golden"]
+def run_golden(text: str) -> tuple[str, str]:
+    """Run a golden case (see GoldenCase). Returns (actual, expected) texts, both normalized
+    through parse and print."""
+    from graphopt.ir.parser import parse
+
+    case = parse_golden(text)
+    graph = parse(case.source)
+    result = run_pipeline(graph, case.pipeline, **case.options(graph))
+    return print_graph(result.graph), print_graph(parse(case.expected))
+
+
+__all__ = ["GoldenCase", "assert_outputs_close", "check_pass", "graphs", "graphs_with_inputs", "inputs_for",
+           "parse_golden", "run_golden"]
