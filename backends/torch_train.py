@@ -66,11 +66,13 @@ def distributed() -> tuple[int, int]:
 
 
 def _with_features(graph: Graph, names: Sequence[str]) -> Graph:
-    """`graph` with the values named `names` as extra outputs."""
+    """`graph` with the values named `names` as extra outputs: a tensor's name, or a module path
+    (torch) / node name (ONNX), which stands for the output of the last node it made."""
     if not names:
         return graph
     probe, mapping = graph.clone_with_mapping()
-    by_name = {v.name: mapping[id(v)] for v in [*graph.inputs, *(r for n in graph for r in n.results)] if v.name}
+    by_name = {n.loc: mapping[id(n.results[0])] for n in graph if n.loc}
+    by_name.update({v.name: mapping[id(v)] for v in [*graph.inputs, *(r for n in graph for r in n.results)] if v.name})
     missing = [n for n in names if n not in by_name]
     if missing:
         raise GraphoptError(f"distill: features={list(names)}: no tensor named {', '.join(missing)} in "

@@ -147,6 +147,14 @@ def cmd_opt(args: argparse.Namespace) -> None:
     run_opt(args, passes, recipe, every_step=recipe is not None)
 
 
+def _count_or_auto(text: str) -> int | None:
+    if text == "auto":
+        return None
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a count of blocks nor 'auto'")
+    return int(text)
+
+
 def cmd_compress(args: argparse.Namespace) -> None:
     from graphopt.pipeline.spec import parse_pipeline
     from graphopt.recipe import default_recipe
@@ -367,13 +375,15 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--print-after", nargs="*", metavar="PASS", help="print the IR after these passes")
     opt.add_argument("--dump", metavar="DIR", help="save the IR before and after every pass in DIR")
     opt.set_defaults(run=cmd_opt)
-    compress = sub.add_parser("compress", help="the default recipe: canonicalize, fold-bn, remove-blocks (when "
-                              "asked), prune to --macs, distill (with --data), int8 (with --calibration)")
+    compress = sub.add_parser("compress", help="the default recipe: canonicalize, fold-bn, remove-blocks (where "
+                              "they pay), prune to --macs, distill (with --data), int8 (with --calibration)")
     compress.add_argument("model", help=MODEL_FORMATS)
     add_torch_options(compress)
     compress.add_argument("--macs", type=float, default=0.5, help="fraction of the model's MACs to keep")
     compress.add_argument("--epochs", type=int, default=3, help="distillation epochs (with --data)")
-    compress.add_argument("--remove-blocks", type=int, default=0, metavar="N", help="residual blocks to remove first")
+    compress.add_argument("--remove-blocks", type=_count_or_auto, default=None, metavar="N|auto",
+                          help="residual blocks to remove first (default auto: as many as measure better than "
+                          "pruning channels to the same MACs; 0: none)")
     add_run_options(compress)
     compress.set_defaults(run=cmd_compress)
     sub.add_parser("passes", help="list the passes and their options").set_defaults(run=cmd_passes)
@@ -382,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "distill on unlabeled text, int8) and report what each step cost and bought")
     demo.add_argument("--out", default="out/demo", help="folder for the data, the recipe, the model and the report")
     demo.add_argument("--epochs", type=int, default=8, help="distillation epochs")
-    demo.add_argument("--texts", type=int, default=384, help="unlabeled training texts")
+    demo.add_argument("--texts", type=int, default=1024, help="unlabeled training texts")
     demo.set_defaults(run=cmd_demo)
     return parser
 

@@ -32,8 +32,10 @@ def median_seconds(fn: Callable[[], Any], repeats: int = 10) -> float:
 
 
 def recipe(epochs: int) -> str:
-    pipeline = ("canonicalize,fold-bn,remove-blocks{count=4},prune{macs=0.5,macs-of=pipeline},"
-                f"distill{{epochs={epochs},lr=0.0005,batch-size=1,loss=cosine}},fuse-activation,quantize")
+    pipeline = ("canonicalize,fold-bn,remove-blocks{count=4,score=angular},"
+                "prune{macs=0.5,macs-of=pipeline,criterion=taylor},"
+                f"distill{{epochs={epochs},lr=0.0005,batch-size=1,loss=cosine,"
+                "features=[bert.encoder.layer.5.output.LayerNorm]},fuse-activation,quantize")
     return "\n".join([
         "# The demo's recipe: all-MiniLM-L6-v2 to half its MACs, distilled, int8.",
         f'pipeline = "{pipeline}"', "seed = 0", "",
@@ -41,7 +43,7 @@ def recipe(epochs: int) -> str:
         "[data]", 'calibration = "calibration.npz"', 'train = "train.npz"', ""])
 
 
-def run_demo(out: Path, epochs: int = 8, texts: int = 384, stream: IO[str] | None = None) -> Path:
+def run_demo(out: Path, epochs: int = 8, texts: int = 1024, stream: IO[str] | None = None) -> Path:
     from graphopt import models
     from graphopt.cli import main
 

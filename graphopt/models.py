@@ -45,6 +45,9 @@ _TAILS = ["before sunrise", "in the rain", "after a long argument", "without any
 _FOREIGN = ["Le chat dort sur le canapé.", "Der Zug kommt um acht Uhr an.", "¿Dónde está la biblioteca?",
             "Il pleut depuis trois jours.", "Wir haben das Problem gelöst.", "Me gusta caminar por la playa.",
             "Questo ristorante è molto famoso.", "O livro está em cima da mesa."]
+_REPLIES = ["No.", "Sure!", "Never.", "Okay", "Thanks!", "Of course.", "Not yet?", "Fine, go ahead.", "Nope",
+            "Absolutely.", "Why not?", "Good night!"]
+_SYMBOLS = "!?.,;:-_*#@&%()[]{}<>/|~^+="
 _CODE = ["def add(a, b): return a + b", "for i in range(10): print(i)", "SELECT name FROM users WHERE id = 42;",
          "x = np.zeros((3, 3)); x[0, 1] = 7", "if (err != nil) { return err }", "git commit -m 'fix the build'"]
 
@@ -65,28 +68,28 @@ def varied_sentences(count: int, seed: int = 0) -> list[str]:
 def varied_texts(count: int, seed: int = 0) -> list[str]:
     """`count` reproducible texts of more kinds than varied_sentences (training and evaluating the
     compressed text models; different seeds for each): statements of one to six clauses, questions,
-    lists, numbers, code, other languages and lone words."""
+    lists, numbers, code, other languages, lone words, short replies, runs of symbols, formulas,
+    repeated phrases and paragraphs longer than the sequence."""
     rng = np.random.default_rng(seed)
     pick = lambda words: words[int(rng.integers(len(words)))]  # noqa: E731
-    statements = iter(varied_sentences(count, seed))
-    texts = []
-    for _ in range(count):
-        kind = int(rng.integers(8))
-        if kind <= 2:
-            text = next(statements)
-        elif kind == 3:
-            text = f"Why has {pick(_SUBJECTS)} {pick(_VERBS).split()[-1]} {pick(_OBJECTS)} {pick(_TAILS)}?"
-        elif kind == 4:
-            text = "Shopping list: " + ", ".join(pick(_OBJECTS).split()[-1] for _ in range(int(rng.integers(2, 8))))
-        elif kind == 5:
-            text = " ".join(f"{rng.normal(0, 10 ** int(rng.integers(0, 5))):.{int(rng.integers(0, 4))}f}"
-                            for _ in range(int(rng.integers(1, 9))))
-        elif kind == 6:
-            text = pick(_CODE) if rng.integers(2) else pick(_FOREIGN)
-        else:
-            text = pick(_OBJECTS).split()[-1].capitalize()
-        texts.append(text)
-    return texts
+    statements = iter(varied_sentences(2 * count, seed))
+    kinds = [
+        lambda: next(statements),
+        lambda: next(statements),
+        lambda: f"Why has {pick(_SUBJECTS)} {pick(_VERBS).split()[-1]} {pick(_OBJECTS)} {pick(_TAILS)}?",
+        lambda: "Shopping list: " + ", ".join(pick(_OBJECTS).split()[-1] for _ in range(int(rng.integers(2, 8)))),
+        lambda: " ".join(f"{rng.normal(0, 10 ** int(rng.integers(0, 5))):.{int(rng.integers(0, 4))}f}"
+                         for _ in range(int(rng.integers(1, 9)))),
+        lambda: pick(_CODE) if rng.integers(2) else pick(_FOREIGN),
+        lambda: pick(_OBJECTS).split()[-1].capitalize(),
+        lambda: pick(_REPLIES),
+        lambda: " ".join("".join(rng.choice(list(_SYMBOLS), int(rng.integers(1, 5)))) for _ in range(rng.integers(1, 7))),
+        lambda: f"{pick('xyzabn')} = {rng.integers(1, 99)}{pick('xyzabn')}^{rng.integers(2, 5)} + {rng.integers(9)}"
+                + pick(["", ", roughly", " (mod 7)", ", they claim."]),
+        lambda: (pick(varied_sentences(1, int(rng.integers(1 << 30)))) + " ") * int(rng.integers(2, 8)),
+        lambda: " ".join(next(statements) for _ in range(int(rng.integers(3, 7)))),
+    ]
+    return [kinds[int(rng.integers(len(kinds)))]() for _ in range(count)]
 
 
 class SentenceEncoder(torch.nn.Module):

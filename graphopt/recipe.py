@@ -123,13 +123,18 @@ def load_recipe(path: str | Path) -> Recipe:
                   folder / data["train"] if "train" in data else None, seeds)
 
 
-def default_recipe(macs: float, epochs: int, blocks: int, calibration: bool, train: bool) -> str:
-    """The pipeline `graphopt compress` runs: remove blocks (when asked), prune to the MACs target,
-    distill (with training data), then int8 (with calibration data)."""
+def default_recipe(macs: float, epochs: int, blocks: int | None, calibration: bool, train: bool) -> str:
+    """The pipeline `graphopt compress` runs: remove blocks (`blocks` of them; None: as many as pay
+    against pruning, when there are samples to measure that on), prune to the MACs target (the
+    measured best criterion, with samples), distill (with training data), then int8 (with
+    calibration data)."""
+    samples = calibration or train
     steps = ["canonicalize", "fold-bn"]
-    if blocks:
+    if blocks is None and samples:
+        steps.append("remove-blocks{auto=true,score=angular}")
+    elif blocks:
         steps.append(f"remove-blocks{{count={blocks}}}")
-    steps.append(f"prune{{macs={macs:g}" + (",macs-of=pipeline}" if blocks else "}"))
+    steps.append(f"prune{{macs={macs:g},macs-of=pipeline" + (",criterion=auto}" if samples else "}"))
     if train:
         steps.append(f"distill{{epochs={epochs}}}")
     if calibration:

@@ -8,6 +8,10 @@ Scores (lower goes first):
 - `angular`: runs of `count` consecutive blocks scored by arccos(cos(run input, run output)) / pi
   (Gromov et al.); the run that changes the stream least goes as a whole.
 `greedy=true` removes one block at a time and scores the rest again on the smaller model.
+`auto=true` removes blocks where they pay: right before `prune{macs=M,macs-of=pipeline}` it tries
+0, 1, 2, ... units, each followed by pruning to the same M, and keeps the count whose result stays
+closest to the model it received on the calibration samples (output cosine), stopping after two
+counts in a row that do worse than the best.
 
 Contract: the result is exactly the model with each removed block's residual branch set to zero
 (a projection block keeps its shortcut) or each removed plain layer replaced by the identity;
@@ -15,7 +19,7 @@ BlockSummary.removed says where, so graphopt.testing.blocks can build that model
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +129,7 @@ class RemoveBlocks(Pass):
     name = "remove-blocks"
     contract = Contract("masked", idempotent=False)
     count: int | None = option(None, low=1)  # units to remove
+    auto: bool = False  # as many as pay against the prune{macs=...} pass that follows
     macs: float | None = option(None, low=0, high=1, low_open=True)  # fraction of the model's MACs to keep
     score: str = option("influence", choices=SCORES)
     greedy: bool = False  # score again after each removal
@@ -134,27 +139,66 @@ class RemoveBlocks(Pass):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if (self.count is None) == (self.macs is None):
-            raise OptionError("remove-blocks: give exactly one of count= (units to remove) or macs= (fraction of "
-                              "the model's MACs to keep)")
-        if self.score == "angular" and self.count is None:
+        if (self.count is not None) + (self.macs is not None) + self.auto != 1:
+            raise OptionError("remove-blocks: give exactly one of count= (units to remove), macs= (fraction of "
+                              "the model's MACs to keep) or auto=true (as many as pay against the prune that follows)")
+        if self.score == "angular" and self.count is None and not self.auto:
             raise OptionError("remove-blocks{score=angular} removes one run of count= consecutive blocks; give count=")
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        if self.auto:
+            count, note = self._paying_count(graph, ctx)
+            summary = replace(self, auto=False, count=max(count, 1))._remove(graph, ctx, count)
+            summary.note = note
+        else:
+            summary = self._remove(graph, ctx, self.count)
+        return PassResult(bool(summary.removed), details=summary)
+
+    def _paying_count(self, graph: Graph, ctx: PassContext) -> tuple[int, str]:
+        """The number of units whose removal, followed by the pruning after this pass, keeps the
+        model's output closest to what it was; and a note listing what each count gave."""
+        from graphopt.pipeline import run_pipeline
+
+        prune = ctx.pipeline[ctx.index + 1] if ctx.index + 1 < len(ctx.pipeline) else None
+        if prune is None or prune.name != "prune" or getattr(prune, "macs", None) is None \
+                or prune.macs_of != "pipeline":
+            raise GraphoptError("remove-blocks{auto=true} weighs removing blocks against pruning channels: put it "
+                                "right before a prune{macs=...,macs-of=pipeline} pass")
+        samples = ctx.samples("remove-blocks{auto=true}", self.samples)
+        options = dict(ctx.options)
+        reference, target = _run_torch(graph, samples), prune.macs * ctx.initial_macs
+        tried: list[tuple[int, float]] = []
+        for count in range(len(self._candidates(graph)) + 1):
+            trial = graph.clone()
+            if count:
+                trial = run_pipeline(trial, [replace(self, auto=False, count=count)], **options).graph
+            left = graph_cost(trial).macs
+            if left <= target:
+                break
+            trial = run_pipeline(trial, [replace(prune, macs=target / left, macs_of="pass")], **options).graph
+            tried.append((count, _output_cosine(reference, _run_torch(trial, samples))))
+            best = max(tried, key=lambda t: t[1])
+            if count - best[0] >= 2:
+                break
+        best = max(tried, key=lambda t: t[1])
+        return best[0], ("auto: output cosine after pruning to the same MACs, by units removed: "
+                         + ", ".join(f"{c}: {cos:.4f}" for c, cos in tried) + f"; {best[0]} pay")
+
+    def _remove(self, graph: Graph, ctx: PassContext, count: int | None) -> BlockSummary:
         samples = ctx.samples(f"remove-blocks{{score={self.score}}}", self.samples)
         position = {id(n): i for i, n in enumerate(graph)}
         before = graph_cost(graph)
         summary = BlockSummary(self.spec(), macs_before=before.macs, params_before=before.params)
         blocks = self._candidates(graph)
-        if self.count is not None and self.count > len(blocks):
-            raise GraphoptError(f"remove-blocks{{count={self.count}}}: the model has {len(blocks)} removable unit(s)"
+        if count is not None and count > len(blocks):
+            raise GraphoptError(f"remove-blocks{{count={count}}}: the model has {len(blocks)} removable unit(s)"
                                 + (f" ({', '.join(b.name for b in blocks)})" if blocks else "")
                                 + "; ask for fewer" + ("" if self.plain else ", or add plain=true for plain layers"))
         scores = dict(zip((id(b.merge) for b in blocks), self._scores(graph, blocks, samples)))
         reports = {id(b.merge): self._report(b, scores[id(b.merge)], position) for b in blocks}
         target = before.macs * self.macs if self.macs is not None else 0
         macs, removed, forwarded = before.macs, 0, {}
-        while blocks and (removed < self.count if self.count is not None else macs > target):
+        while blocks and (removed < count if count is not None else macs > target):
             chosen = self._choose(blocks, scores)
             if not ctx.allow(f"remove {', '.join(b.name for b in chosen)}"):
                 break
@@ -175,7 +219,7 @@ class RemoveBlocks(Pass):
         summary.units = sorted(reports.values(), key=lambda u: u.merge)
         after = graph_cost(graph)
         summary.macs_after, summary.params_after = after.macs, after.params
-        return PassResult(bool(summary.removed), details=summary)
+        return summary
 
     def _candidates(self, graph: Graph) -> list[Block]:
         return [b for b in find_blocks(graph, self.plain) if not any(n.named(self.skip) for n in b.nodes)]
@@ -235,11 +279,14 @@ class RemoveBlocks(Pass):
         for block in progress(blocks, len(blocks), "remove-blocks: output scores"):
             trial, mapping = graph.clone_with_mapping()
             remove_block(trial, _mapped(block, mapping))
-            got = _run_torch(trial, samples)
-            scores.append(float(np.mean([1 - _cos(np.concatenate([a.reshape(-1) for a in want]),
-                                                  np.concatenate([b.reshape(-1) for b in have]))
-                                         for want, have in zip(reference, got)])))
+            scores.append(1 - _output_cosine(reference, _run_torch(trial, samples)))
         return scores
+
+
+def _output_cosine(reference: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> float:
+    """Mean over samples of the cosine between all outputs of two models."""
+    return float(np.mean([_cos(np.concatenate([a.reshape(-1) for a in want]),
+                               np.concatenate([b.reshape(-1) for b in have])) for want, have in zip(reference, got)]))
 
 
 def _mapped(block: Block, mapping: dict[int, Any]) -> Block:

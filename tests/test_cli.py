@@ -21,7 +21,7 @@ def test_demo_compresses_minilm_by_its_recipe(tmp_path: Path, capsys: pytest.Cap
     assert "graphopt opt graphopt.models:minilm_encoder --recipe" in capsys.readouterr().out
     report = (tmp_path / "minilm.int8.report.md").read_text()
     for section in ("## Recipe", "## What each step cost and bought", "## Block removal", "## Structural pruning",
-                    "## Distillation", "remove-blocks{count=4}"):
+                    "## Distillation", "remove-blocks{count=4,score=angular}"):
         assert section in report
     steps = report.split("## What each step cost and bought")[1].split("\n## ")[0]
     assert "held-out sample(s)" in steps and len([r for r in steps.splitlines() if r.startswith("| `")]) == 8

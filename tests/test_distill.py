@@ -56,12 +56,17 @@ def test_labels_held_out_split_and_early_stop() -> None:
     assert summary.validation[summary.best_epoch] == min(summary.validation)
 
 
-def test_features_are_matched_by_name() -> None:
+def test_features_are_matched_by_tensor_name_or_module_path() -> None:
     graph, data = model_and_data()
-    name = next(r.name for n in graph for r in n.results if n.op == "adaptive_avg_pool2d")
-    result = go.run_pipeline(graph, f"remove-blocks{{count=1,plain=true}},distill{{epochs=1,features=[{name}]}}",
-                             data=data)
-    assert result.records[-1].details.losses
+    pool = next(n for n in graph if n.op == "adaptive_avg_pool2d")
+
+    def first_loss(features: str) -> float:
+        spec = f"remove-blocks{{count=1,plain=true}},distill{{epochs=1{features}}}"
+        return go.run_pipeline(graph, spec, data=data).records[-1].details.losses[0]
+
+    by_tensor = first_loss(f",features=[{pool.results[0].name}]")
+    assert by_tensor == first_loss(f",features=[{pool.loc}]")  # module path "4" names the same tensor
+    assert by_tensor > first_loss("")  # the removed layer changed the pooled features: their MSE joins the loss
     with pytest.raises(go.GraphoptError, match="no tensor named nowhere"):
         go.run_pipeline(graph, "distill{features=[nowhere]}", data=data)
 

@@ -57,7 +57,8 @@ def test_yaml_recipes_and_compress_give_the_same_kind_of_report(tmp_path: Path,
                  "--calibration", str(tmp_path / "train.npz"), "--held-out", str(tmp_path / "held.npz"),
                  "-o", str(out), "-q"]) == 0
     report = out.with_suffix(".report.md").read_text()
-    for step in ("`fold-bn`", "`prune{macs=0.5}`", "`distill{epochs=1}`", "`quantize`"):
+    for step in ("`fold-bn`", "`remove-blocks{auto=true,score=angular}`",
+                 "`prune{macs=0.5,macs-of=pipeline,criterion=auto}`", "`distill{epochs=1}`", "`quantize`"):
         assert step in report
     assert go.graph_cost(go.from_onnx(out)).macs <= 0.5 * go.graph_cost(go.from_onnx(model)).macs
 

@@ -131,6 +131,26 @@ def test_contract_on_generated_residual_stacks(case: tuple[go.Graph, list[np.nda
     assert len(removal_summary(result).removed) == count
 
 
+def test_auto_keeps_the_count_that_pays_against_pruning_to_the_same_macs() -> None:
+    graph, x = traced("resnet18")
+    samples = samples_for(x)
+    after = "prune{macs=0.6,macs-of=pipeline}"
+    result = go.run_pipeline(graph, f"remove-blocks{{auto=true}},{after}", calibration=samples)
+    summary = removal_summary(result)
+    tried = [int(part.split(":")[0]) for part in summary.note.split("removed: ")[1].split(";")[0].split(", ")]
+    assert tried[:2] == [0, 1] and len(summary.removed) in tried
+
+    def closeness(g: go.Graph) -> float:
+        pairs = [(interpret(graph, *s)[0], interpret(g, *s)[0]) for s in samples]
+        return float(np.mean([(a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b) for a, b in pairs]))
+
+    chosen = closeness(result.graph)
+    assert go.graph_cost(result.graph).macs == pytest.approx(0.6 * go.graph_cost(graph).macs, rel=0.05)
+    for count in tried:  # no count it tried, spelled out by hand, stays closer to the model
+        spec = (f"remove-blocks{{count={count}}}," if count else "") + after
+        assert closeness(go.run_pipeline(graph, spec, calibration=samples).graph) <= chosen + 1e-6
+
+
 def test_bad_requests_are_clear_errors() -> None:
     graph, x = traced("resnet18")
     with pytest.raises(go.GraphoptError, match="has 8 removable unit"):
@@ -141,6 +161,8 @@ def test_bad_requests_are_clear_errors() -> None:
         go.run_pipeline(graph, "remove-blocks{count=1,macs=0.5}")
     with pytest.raises(go.OptionError, match="give count="):
         go.run_pipeline(graph, "remove-blocks{macs=0.5,score=angular}")
+    with pytest.raises(go.GraphoptError, match="right before a prune"):
+        go.run_pipeline(graph, "remove-blocks{auto=true},prune{macs=0.5}", calibration=samples_for(x))
     with pytest.raises(go.GraphoptError, match="no run of 3 consecutive blocks"):
         go.run_pipeline(graph, "remove-blocks{count=3,score=angular}", calibration=samples_for(x))
 
