@@ -18,9 +18,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from graphopt.errors import FileError, GraphoptError, expect_type
 from graphopt.fileio import check_writable
+from graphopt.ir import symbolic as sym
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node
 from graphopt.ir.printer import Namer
+from graphopt.ir.symbolic import Dim, Expr
 from graphopt.ir.types import DType, TensorType
 from graphopt.ir.value import Value
 from graphopt.ops.quant import DEQUANTIZE_OPS
@@ -69,6 +71,7 @@ class OnnxEmitter:
         self.initializers: list[onnx.TensorProto] = []
         self._node_names: set[str] = set()
         self._fresh = 0
+        self._dims: dict[str, str] = {}  # a size's text -> the tensor computing it
         self.current: Node | None = None
 
     # --- helpers ----------------------------------------------------------------------------------
@@ -110,9 +113,54 @@ class OnnxEmitter:
     def simple(self, node: Node, op_type: str, **attrs: Any) -> None:
         self.add(op_type, self.ins(node), [self.out(node)], **attrs)
 
+    def dim(self, d: Dim) -> str:
+        """A 1-element int64 tensor holding the size `d` at run time: symbols are read off the graph
+        input that carries them (Shape), expressions computed with Add/Mul/Div/Mod/Max/Min."""
+        if isinstance(d, int):
+            return self.ints([d], "dim")
+        key = str(d)
+        if key not in self._dims:
+            self._dims[key] = self._symbol(d) if isinstance(d, str) else self._expression(d)
+        return self._dims[key]
+
+    def _symbol(self, name: str) -> str:
+        for v in self.graph.inputs:
+            if name in v.shape:
+                axis = v.shape.index(name)
+                return self.add("Shape", [self.name(v)], start=axis, end=axis + 1)
+        raise GraphoptError(f"the symbolic size {name} is carried by no graph input, so ONNX cannot compute it")
+
+    def _expression(self, e: Expr) -> str:
+        total = None
+        for monomial, coefficient in e.terms:
+            term = self.ints([coefficient], "dim") if not monomial or coefficient != 1 else None
+            for atom in monomial:
+                factor = self.dim(atom) if isinstance(atom, str) else self._atom(atom)
+                term = factor if term is None else self.add("Mul", [term, factor])
+            total = term if total is None else self.add("Add", [total, term])
+        return total  # type: ignore[return-value]
+
+    def _atom(self, atom: tuple) -> str:
+        op, a, b = atom
+        x, y = self.dim(sym.dim(a)), self.dim(sym.dim(b))
+        if op == "ceildiv":  # sizes are non-negative: ceil(a / b) = (a + b - 1) // b
+            x = self.add("Sub", [self.add("Add", [x, y]), self.ints([1], "dim")])
+        return self.add({"//": "Div", "ceildiv": "Div", "%": "Mod", "max": "Max", "min": "Min"}[op], [x, y])
+
+    def reshape_shape(self, source: TensorType, target: TensorType) -> str:
+        """The shape input of a Reshape from `source` to `target`."""
+        shape = reshape_target(source, target)
+        return self.ints(shape) if shape is not None else self.shape(target.shape)
+
+    def shape(self, dims: Sequence[Dim]) -> str:
+        """A 1-D int64 tensor holding `dims` at run time."""
+        if all(isinstance(d, int) for d in dims):
+            return self.ints(dims)  # type: ignore[arg-type]
+        return self.add("Concat", [self.dim(d) for d in dims], axis=0)
+
     # --- model ------------------------------------------------------------------------------------
     def value_info(self, value: Value) -> onnx.ValueInfoProto:
-        return helper.make_tensor_value_info(self.name(value), onnx_dtype(value.dtype), list(value.shape))
+        return helper.make_tensor_value_info(self.name(value), onnx_dtype(value.dtype), onnx_dims(value.shape))
 
     def build(self, opset: int) -> onnx.ModelProto:
         problems = unsupported(self.graph)
@@ -133,13 +181,18 @@ class OnnxEmitter:
                 # ONNX outputs must be distinct node outputs: route inputs/parameters/repeats through Identity.
                 alias = self.tmp("output")
                 self.add("Identity", [self.name(v)], [alias])
-                outputs.append(helper.make_tensor_value_info(alias, onnx_dtype(v.dtype), list(v.shape)))
+                outputs.append(helper.make_tensor_value_info(alias, onnx_dtype(v.dtype), onnx_dims(v.shape)))
             else:
                 outputs.append(self.value_info(v))
         g = helper.make_graph(self.nodes, self.graph.name, inputs, outputs, self.initializers)
         model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], producer_name="graphopt")
         model.ir_version = min(model.ir_version, 8)
         return model
+
+
+def onnx_dims(shape: Sequence[Dim]) -> list[int | str]:
+    """Value-info dims: sizes, and symbolic ones as their text (a dim_param)."""
+    return [d if isinstance(d, int) else str(d) for d in shape]
 
 
 def to_onnx(graph: Graph, path: str | os.PathLike[str] | None = None, *, opset: int = OPSET) -> onnx.ModelProto:
@@ -409,8 +462,9 @@ def _cumsum(e: OnnxEmitter, n: Node) -> None:
 
 
 # --- layout -------------------------------------------------------------------------------------------
-def reshape_target(source: TensorType, target: TensorType) -> list[int]:
-    """A Reshape shape for a possibly symbolic target: 0 copies a matching input dim, -1 fills one."""
+def reshape_target(source: TensorType, target: TensorType) -> list[int] | None:
+    """A constant Reshape shape for a possibly symbolic target (0 copies a matching input dim, -1
+    fills one), or None when it takes shape arithmetic."""
     shape: list[int] = []
     for i, d in enumerate(target.shape):
         if isinstance(d, int):
@@ -419,23 +473,12 @@ def reshape_target(source: TensorType, target: TensorType) -> list[int]:
             shape.append(0)
         else:
             shape.append(-1)
-    if shape.count(-1) > 1:
-        raise GraphoptError(f"cannot express reshape {source} -> {target} in ONNX without shape arithmetic")
-    return shape
+    return shape if shape.count(-1) <= 1 else None
 
 
-def _symbolic_reshape_ok(n: Node) -> str | None:
-    try:
-        reshape_target(n.operands[0].type, n.result.type)
-    except GraphoptError as err:
-        return str(err)
-    return None
-
-
-@emits("reshape", "flatten", "squeeze", "unsqueeze", condition=_symbolic_reshape_ok)
+@emits("reshape", "flatten", "squeeze", "unsqueeze")
 def _reshape(e: OnnxEmitter, n: Node) -> None:
-    shape = reshape_target(n.operands[0].type, n.result.type)
-    e.add("Reshape", [e.ins(n)[0], e.ints(shape)], [e.out(n)])
+    e.add("Reshape", [e.ins(n)[0], e.reshape_shape(n.operands[0].type, n.result.type)], [e.out(n)])
 
 
 @emits("permute")
@@ -448,11 +491,12 @@ def _permute(e: OnnxEmitter, n: Node) -> None:
 def _expand(e: OnnxEmitter, n: Node) -> None:
     x = n.operands[0]
     lead = n.result.type.rank - x.type.rank
-    shape = [d if isinstance(d, int) else 1 for d in n.result.shape]  # 1 keeps the input's (symbolic) dim
-    for i, d in enumerate(n.result.shape):
-        if isinstance(d, str) and (i < lead or x.shape[i - lead] != d):
-            raise GraphoptError(f"{n.where}: expand to a new symbolic dim {d} is not supported in ONNX")
-    e.add("Expand", [e.name(x), e.ints(shape)], [e.out(n)])
+    kept = [d for i, d in enumerate(n.result.shape) if isinstance(d, int) or (i >= lead and x.shape[i - lead] == d)]
+    if len(kept) == n.result.type.rank:  # 1 keeps the input's (symbolic) dim
+        target = e.ints([d if isinstance(d, int) else 1 for d in n.result.shape])
+    else:
+        target = e.shape(n.result.shape)
+    e.add("Expand", [e.name(x), target], [e.out(n)])
 
 
 @emits("repeat")
@@ -460,7 +504,8 @@ def _repeat(e: OnnxEmitter, n: Node) -> None:
     x, reps = e.ins(n)[0], list(n.attrs["repeats"])
     extra = len(reps) - n.operands[0].type.rank
     if extra:
-        x = e.add("Reshape", [x, e.ints([1] * extra + reshape_target(n.operands[0].type, n.operands[0].type))])
+        source = n.operands[0].type
+        x = e.add("Reshape", [x, e.reshape_shape(source, source.with_shape((1,) * extra + source.shape))])
     e.add("Tile", [x, e.ints(reps, "repeats")], [e.out(n)])
 
 
@@ -528,7 +573,7 @@ def _index(e: OnnxEmitter, n: Node) -> None:
         term = e.add("Mul", [idx, e.const(np.asarray(stride, dtype=n.operands[1 + i].dtype.numpy))])
         linear = term if linear is None else e.add("Add", [linear, term])
     merged = [*value.shape[: dims[0]], int(np.prod(sizes)), *value.shape[dims[-1] + 1 :]]
-    flat = e.add("Reshape", [x, e.ints(reshape_target(value.type, value.type.with_shape(merged)))])
+    flat = e.add("Reshape", [x, e.reshape_shape(value.type, value.type.with_shape(merged))])
     e.add("Gather", [flat, linear], [e.out(n)], axis=dims[0])  # type: ignore[list-item]
 
 
@@ -659,7 +704,7 @@ def _group_norm(e: OnnxEmitter, n: Node) -> None:
     centered = e.add("Sub", [grouped, mean])
     var = e.add("ReduceMean", [e.add("Mul", [centered, centered])], axes=[2], keepdims=1)
     normed = e.add("Div", [centered, e.add("Sqrt", [e.add("Add", [var, _scalar(e, n.attrs["eps"], value)])])])
-    y = e.add("Reshape", [normed, e.ints(reshape_target(value.type, value.type))])
+    y = e.add("Reshape", [normed, e.reshape_shape(value.type, value.type)])
     channel_shape = e.ints([-1] + [1] * (value.type.rank - 2))
     for i, (p, op_type) in enumerate(zip(affine, ("Mul", "Add"))):
         last = i == len(affine) - 1
@@ -759,14 +804,14 @@ def _interpolate(e: OnnxEmitter, n: Node) -> None:
 
 
 # --- creation -------------------------------------------------------------------------------------------
-def _static_result(n: Node) -> str | None:
-    return None if n.result.type.is_static else f"{n.op} with a symbolic shape; run fold-constants first"
-
-
-@emits("full", "arange", condition=_static_result)
+@emits("full", "arange")
 def _constant(e: OnnxEmitter, n: Node) -> None:
     from graphopt.ops import get_op
 
+    if not n.result.type.is_static:  # a full of a symbolic shape (arange sizes are static)
+        value = helper.make_tensor("value", onnx_dtype(n.result.dtype), [1], [n.attrs["value"]])
+        e.add("ConstantOfShape", [e.shape(n.result.shape)], [e.out(n)], value=value)
+        return
     data = get_op(n.op).reference(**n.attrs)
     e.initializers.append(numpy_helper.from_array(np.asarray(data, dtype=n.result.dtype.numpy), e.out(n)))
 

@@ -6,6 +6,7 @@ nn.Dropout submodule, so `module.train()` turns it back on for fine-tuning."""
 
 from __future__ import annotations
 
+import functools
 import operator
 import re
 from collections.abc import Callable
@@ -16,13 +17,21 @@ import torch.fx
 import torch.nn.functional as F
 
 from graphopt.errors import GraphoptError, expect_type
+from graphopt.ir import symbolic as sym
 from graphopt.ir.graph import Graph
+from graphopt.ir.symbolic import Dim, Expr
 from graphopt.ir.types import DType
 
 TORCH_DTYPES = {DType.float32: torch.float32, DType.float16: torch.float16, DType.float64: torch.float64,
                 DType.int64: torch.int64, DType.int32: torch.int32, DType.int16: torch.int16, DType.int8: torch.int8,
                 DType.uint8: torch.uint8, DType.bool: torch.bool}
 IMPLS: dict[str, Callable[..., Any]] = {}
+def _ceildiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+SIZE_OPS: dict[str, Callable[[int, int], int]] = {"//": operator.floordiv, "ceildiv": _ceildiv, "%": operator.mod,
+                                                  "max": max, "min": min}
 MODULE_OPS = {"dropout"}  # lowered to submodules, so train() / eval() switch their behaviour
 
 
@@ -100,11 +109,30 @@ def to_torch(graph: Graph) -> torch.fx.GraphModule:
         _install(root, path, torch.tensor(p.data.copy()), id(p) not in frozen)
         env[id(p)] = fx.get_attr(path)
 
+    def size(d: Dim) -> Any:
+        """`d` at run time: a symbol is an input's size(), an expression is arithmetic on them."""
+        if isinstance(d, int):
+            return d
+        if isinstance(d, str):
+            if d not in symbols:
+                raise GraphoptError(f"the symbolic size {d} is carried by no graph input, so torch cannot compute it")
+            return symbols[d]
+        key = str(d)
+        if key not in symbols:
+            terms = []
+            for monomial, coefficient in d.terms:
+                factors = [size(a) if isinstance(a, str) else
+                           fx.call_function(SIZE_OPS[a[0]], (size(sym.dim(a[1])), size(sym.dim(a[2])))) for a in monomial]
+                factors = factors if coefficient == 1 and factors else [coefficient, *factors]
+                terms.append(functools.reduce(lambda x, y: fx.call_function(operator.mul, (x, y)), factors))
+            symbols[key] = functools.reduce(lambda x, y: fx.call_function(operator.add, (x, y)), terms)
+        return symbols[key]
+
     def bind(value: Any) -> Any:
         if isinstance(value, tuple | list):
             return [bind(v) for v in value]
-        if isinstance(value, str) and value in symbols:
-            return symbols[value]
+        if (isinstance(value, str) and value in symbols) or isinstance(value, Expr):
+            return size(value)
         return TORCH_DTYPES[value] if isinstance(value, DType) else value
 
     dropouts = 0

@@ -20,6 +20,7 @@ class Interpreter:
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
         self.bindings: dict[str, int] = {}
+        self.bound_by: dict[str, str] = {}  # symbol -> the input that bound it
 
     def run(self, *inputs: Any) -> list[np.ndarray]:
         graph = self.graph
@@ -28,9 +29,15 @@ class Interpreter:
         if len(inputs) != len(graph.inputs):
             raise InterpretError(f"graph {graph.name} takes {len(graph.inputs)} input(s), got {len(inputs)}")
         env: dict[int, np.ndarray] = {}
-        self.bindings = {}
-        for value, array in zip(graph.inputs, inputs):
-            env[id(value)] = self._bind_input(value, np.asarray(array))
+        self.bindings, self.bound_by = {}, {}
+        arrays = [np.asarray(a) for a in inputs]
+        for value, array in zip(graph.inputs, arrays):
+            env[id(value)] = self._bind_input(value, array)
+        for value, array in zip(graph.inputs, arrays):  # dims that are expressions of the bound symbols
+            if bind_dims(value.shape, self.bindings) != array.shape:
+                raise InterpretError(f"input %{value.name} expects {value.type} = "
+                                     f"{fmt_shape(bind_dims(value.shape, self.bindings))} at "
+                                     f"{self._bound_text()}, got {fmt_shape(array.shape)}")
         for p in graph.parameters:
             if p.data is None:
                 raise InterpretError(f"parameter %{p.name} has no data; load the graph with its weights")
@@ -83,10 +90,15 @@ class Interpreter:
             if isinstance(dim, str):
                 if self.bindings.setdefault(dim, size) != size:
                     raise InterpretError(
-                        f"input %{value.name}: symbol {dim} is {self.bindings[dim]} elsewhere, {size} here")
-            elif dim != size:
+                        f"inputs disagree on {dim}: %{self.bound_by[dim]} has {dim} = {self.bindings[dim]}, "
+                        f"%{value.name} has {dim} = {size}")
+                self.bound_by.setdefault(dim, value.name)
+            elif isinstance(dim, int) and dim != size:
                 raise InterpretError(f"input %{value.name} expects {want}, got {fmt_shape(array.shape)}")
         return array
+
+    def _bound_text(self) -> str:
+        return ", ".join(f"{k} = {v}" for k, v in self.bindings.items()) or "no symbols bound"
 
 
 def interpret(graph: Graph, *inputs: Any) -> list[np.ndarray]:

@@ -36,7 +36,7 @@ def test_a_symbol_must_bind_consistently() -> None:
     a = g.add_input(go.TensorType("float32", ["N", 2]), "a")
     b = g.add_input(go.TensorType("float32", ["N", 2]), "b")
     g.outputs = [g.create("add", [a, b]).result]
-    with pytest.raises(go.InterpretError, match="symbol N is 3 elsewhere, 4 here"):
+    with pytest.raises(go.InterpretError, match="inputs disagree on N: %a has N = 3, %b has N = 4"):
         go.interpret(g, np.zeros((3, 2), np.float32), np.zeros((4, 2), np.float32))
 
 

@@ -8,7 +8,7 @@ since the input shapes are known; what reaches the IR is the model's real comput
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,9 @@ from graphopt.errors import (
     expect_type,
     located,
 )
+from graphopt.frontends.onnx_shapes import SHAPE_OPS, fold, is_symbolic
 from graphopt.ir.graph import Graph
-from graphopt.ir.types import Dim, DType, TensorType
+from graphopt.ir.types import Dim, DType, TensorType, fmt_shape
 from graphopt.ir.value import Value, check_finite
 
 Converter = Callable[["OnnxImporter", onnx.NodeProto], Sequence[Value | np.ndarray] | Value | np.ndarray]
@@ -114,7 +115,8 @@ class OnnxImporter:
         self.values: dict[str, Value] = {}
         self.consts: dict[str, np.ndarray] = {}
         self.node: onnx.NodeProto | None = None
-        self.symbols: dict[str, str] = {}
+        self.symbols: dict[str, str] = {}  # the file's dim names -> IR symbols
+        self.pins: dict[str, list[Dim | None]] = {}
 
     # --- helpers ----------------------------------------------------------------------------------
     @property
@@ -147,12 +149,22 @@ class OnnxImporter:
         """A constant 1-D integer input (a shape, axes, pads); None when the optional input is absent."""
         if not self.has(node, index):
             return None
+        values = self.dims(node, index, what, length)
+        if values is not None and not all(isinstance(v, int) for v in values):
+            raise UnsupportedError(f"input {index} ({what}) is {[str(v) for v in values]}, known only at run time; "
+                                   "pin the dims it depends on (from_onnx(input_shapes=...), --input-shape)")
+        return values  # type: ignore[return-value]
+
+    def dims(self, node: onnx.NodeProto, index: int, what: str, length: int | None = None) -> list[Dim] | None:
+        """A constant 1-D integer input whose entries may be symbolic sizes (a Reshape target)."""
+        if not self.has(node, index):
+            return None
         array = self.const(node.input[index])
-        if array.ndim != 1 or array.dtype.kind not in "iu":
+        if array.ndim != 1 or array.dtype.kind not in "iuO":
             raise GraphoptError(f"input {index} ({what}) must be a 1-D integer tensor, got {_describe(array)}")
         if length is not None and array.size != length:
             raise GraphoptError(f"input {index} ({what}) must hold {length} values, got {array.size}")
-        return [int(v) for v in array]
+        return [v if is_symbolic(array) and not isinstance(v, int | np.integer) else int(v) for v in array]
 
     def number(self, node: onnx.NodeProto, index: int, what: str) -> float | None:
         """A constant scalar input (a clip bound, a fill value); None when absent."""
@@ -191,6 +203,10 @@ class OnnxImporter:
             return self.values[name]
         if name in self.consts:
             data = self.consts[name]
+            if is_symbolic(data):
+                raise UnsupportedError(f"tensor {name!r} holds the sizes {[str(d) for d in data.reshape(-1)]}, "
+                                       "known only at run time, and this op reads it as data; pin the dims it "
+                                       "depends on (from_onnx(input_shapes=...), --input-shape)")
             value = self.graph.add_parameter(data, name)
             self.values[name] = value
             return value
@@ -238,16 +254,28 @@ class OnnxImporter:
         return value
 
     def _type(self, vi: onnx.ValueInfoProto) -> TensorType:
+        """An input's type: its static dims, its named dims as symbols, and a fresh symbol for a dim
+        with no size, a -1 or `?`; `self.pins` (input_shapes=) overrides dims by position."""
         t = vi.type.tensor_type
         dims: list[Dim] = []
-        for d in t.shape.dim:
-            if d.HasField("dim_value"):
+        for axis, d in enumerate(t.shape.dim):
+            if d.HasField("dim_value") and d.dim_value >= 0:
                 dims.append(d.dim_value)
-            elif d.dim_param:
-                dims.append(self.symbols.setdefault(d.dim_param, _identifier(d.dim_param) or f"s{len(self.symbols)}"))
+            elif d.dim_param and d.dim_param != "?":
+                dims.append(self._symbol(d.dim_param))
             else:
-                raise GraphoptError(f"input {vi.name!r} has a dimension with no size or name; give it a static shape")
+                dims.append(self._symbol(f"{vi.name}_{axis}"))
+        pins = self.pins.pop(vi.name, None)
+        if pins is not None:
+            dims = _pinned(vi.name, dims, pins)
         return TensorType(_dtype(t.elem_type, vi.name), dims)
+
+    def _symbol(self, name: str) -> str:
+        if name not in self.symbols:
+            base = _identifier(name) or f"s{len(self.symbols)}"
+            taken = set(self.symbols.values())
+            self.symbols[name] = next(c for c in (base, *(f"{base}_{i}" for i in range(1, 1000))) if c not in taken)
+        return self.symbols[name]
 
     def _convert(self, node: onnx.NodeProto) -> None:
         where = f"{node.op_type} node {node.name!r}" if node.name else f"{node.op_type} node"
@@ -255,6 +283,11 @@ class OnnxImporter:
             raise UnsupportedError(f"{where}: op domain {node.domain!r} is not supported")
         inputs = [i for i in node.input if i]
         foldable = node.op_type == "Constant" or (inputs and all(i in self.consts for i in inputs))
+        if foldable and node.op_type in SHAPE_OPS and any(is_symbolic(self.consts[i]) for i in inputs):
+            arrays = [self.consts[i] if i else None for i in node.input]
+            results = fold(node.op_type, [a for a in arrays if a is not None], self.attrs(node), where)
+            self.consts.update((name, r) for name, r in zip(node.output, results) if name)
+            return
         if node.op_type not in NOT_FOLDED and foldable and self._fold(node, where):
             return
         converter = ONNX.get(node.op_type)
@@ -328,8 +361,26 @@ def _dtype(elem_type: int, what: str) -> DType:
         raise UnsupportedError(f"{what}: ONNX element type {name} is not supported") from None
 
 
-def from_onnx(source: str | os.PathLike[str] | bytes | onnx.ModelProto) -> Graph:
-    """Import an ONNX model (file path, serialized bytes or ModelProto)."""
+def _pinned(name: str, dims: list[Dim], pins: Sequence[Dim | None]) -> list[Dim]:
+    if len(pins) != len(dims):
+        raise GraphoptError(f"input_shapes[{name!r}] has {len(pins)} dims but the input has rank {len(dims)} "
+                            f"({fmt_shape(dims)})")
+    out: list[Dim] = []
+    for axis, (have, want) in enumerate(zip(dims, pins)):
+        if want is None:
+            out.append(have)
+        elif isinstance(have, int) and have != want:
+            raise GraphoptError(f"input_shapes[{name!r}] pins dim {axis} to {want}, but the file fixes it at {have}")
+        else:
+            out.append(want if isinstance(want, str) else int(want))
+    return out
+
+
+def from_onnx(source: str | os.PathLike[str] | bytes | onnx.ModelProto,
+              input_shapes: Mapping[str, Sequence[Dim | None]] | None = None) -> Graph:
+    """Import an ONNX model (file path, serialized bytes or ModelProto). Dims the file names, leaves
+    empty, or writes as -1 or `?` stay symbolic; `input_shapes={"x": [1, 3, 48, None]}` pins dims
+    (an int fixes one, a name makes it that symbol, None keeps the file's)."""
     from graphopt.frontends import onnx_ops  # noqa: F401  (registers the converters)
 
     model = load_model(source)
@@ -341,6 +392,12 @@ def from_onnx(source: str | os.PathLike[str] | bytes | onnx.ModelProto) -> Graph
         pass  # a ModelProto over 2 GB: the importer does not need the checker's serialization
     _check_text(model)
     importer = OnnxImporter(model)
+    importer.pins = {k: list(v) for k, v in (input_shapes or {}).items()}
+    known = [vi.name for vi in model.graph.input if vi.name not in {i.name for i in model.graph.initializer}]
+    unknown = sorted(set(importer.pins) - set(known))
+    if unknown:
+        raise GraphoptError(f"input_shapes names {', '.join(unknown)}, which the model does not take "
+                            f"(its inputs: {', '.join(known)})")
     if importer.opset < 11:
         raise UnsupportedError(f"ONNX opset {importer.opset} is older than 11; convert it with "
                             "onnx.version_converter first")

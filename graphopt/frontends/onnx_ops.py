@@ -7,10 +7,12 @@ import math
 from typing import Any
 
 import numpy as np
-from onnx import NodeProto
+from onnx import NodeProto, numpy_helper
 
 from graphopt.errors import GraphoptError, UnsupportedError
 from graphopt.frontends.onnx import INT64_MAX, OnnxImporter, _dtype, register_onnx
+from graphopt.frontends.onnx_shapes import dims_array
+from graphopt.ir import symbolic as sym
 from graphopt.ir.types import Dim, DType
 from graphopt.ir.value import Value
 from graphopt.ops.layout import reshape_shape
@@ -184,7 +186,7 @@ def cumsum(im: Importer, node: NodeProto) -> Value:
 @register_onnx("Reshape")
 def reshape(im: Importer, node: NodeProto) -> Value:
     x = im.input(node, 0)
-    target: list[Dim] = list(im.ints(node, 1, "shape") or [])
+    target: list[Dim] = list(im.dims(node, 1, "shape") or [])
     if not im.has(node, 1):
         raise GraphoptError("input 1 (shape) is missing")
     if not im.attrs(node).get("allowzero", 0):
@@ -262,10 +264,11 @@ def slice_(im: Importer, node: NodeProto) -> Value:
     starts = im.ints(node, 1, "starts")
     if starts is None:
         raise GraphoptError("input 1 (starts) is missing")
-    ends = im.ints(node, 2, "ends", len(starts))
+    ends = im.dims(node, 2, "ends", len(starts))
     if ends is None:
         raise GraphoptError("input 2 (ends) is missing")
     axes = im.ints(node, 3, "axes", len(starts)) or list(range(len(starts)))
+    ends = [_static_end(x.shape[im.axis(a, x.type.rank)], e) for a, e in zip(axes, ends)]
     steps = im.ints(node, 4, "steps", len(starts)) or [1] * len(starts)
     if 0 in steps:
         raise GraphoptError(f"steps {steps} must not hold 0")
@@ -283,6 +286,18 @@ def slice_(im: Importer, node: NodeProto) -> Value:
         x = im.emit("slice", [flipped], {"dim": axis, "start": first, "end": first + len(indices) * -step,
                                          "step": -step})
     return x
+
+
+def _static_end(size: Dim, end: Dim) -> int:
+    """A slice end written as a size expression (`Shape(x)[2] - 1`), as the int slice reads: the
+    dim's own size is the end, its size minus k counts from the end."""
+    if isinstance(end, int):
+        return end
+    from_end = sym.sub(end, size)
+    if isinstance(from_end, int) and from_end <= 0:
+        return INT64_MAX if from_end == 0 else from_end
+    raise UnsupportedError(f"a slice ending at the symbolic position {end} of a dim of size {size} is known only "
+                           "at run time; pin the dims it depends on (input_shapes=...)")
 
 
 @register_onnx("Gather")
@@ -320,7 +335,7 @@ def gather_nd(im: Importer, node: NodeProto) -> Value:
 @register_onnx("Expand")
 def expand(im: Importer, node: NodeProto) -> Value:
     x = im.input(node, 0)
-    shape = im.ints(node, 1, "shape")
+    shape = im.dims(node, 1, "shape")
     if shape is None:
         raise GraphoptError("input 1 (shape) is missing")
     rank = max(len(shape), x.type.rank)
@@ -374,8 +389,7 @@ def shape(im: Importer, node: NodeProto) -> np.ndarray:
     a = im.attrs(node)
     dims = x.shape[a.get("start", 0) : a.get("end", None)]
     if not all(isinstance(d, int) for d in dims):
-        raise UnsupportedError(f"Shape of a tensor with symbolic dims {list(dims)} is computed at run time; "
-                            "give the model static input shapes")
+        return dims_array(dims)  # symbolic: the shape arithmetic after it is evaluated on dims
     return np.asarray(dims, dtype=np.int64)
 
 
@@ -383,13 +397,31 @@ def shape(im: Importer, node: NodeProto) -> np.ndarray:
 def size(im: Importer, node: NodeProto) -> np.ndarray:
     x = im.input(node, 0)
     if not x.type.is_static:
-        raise UnsupportedError("Size of a tensor with symbolic dims is computed at run time")
+        return dims_array([sym.prod(x.shape)]).reshape(())
     return np.asarray(x.type.numel, dtype=np.int64)
 
 
 @register_onnx("ConstantOfShape")
-def constant_of_shape(im: Importer, node: NodeProto) -> np.ndarray:
-    raise UnsupportedError("ConstantOfShape with a shape computed at run time is not supported")
+def constant_of_shape(im: Importer, node: NodeProto) -> Value:
+    """Reached only for a symbolic shape (a constant one is evaluated at import)."""
+    fill = im.attrs(node).get("value")
+    array = numpy_helper.to_array(fill).reshape(-1) if fill is not None else np.zeros(1, np.float32)
+    return im.emit("full", [], {"shape": im.dims(node, 0, "shape"), "value": float(array[0]),
+                                "dtype": DType.of(array.dtype)})
+
+
+@register_onnx("Range")
+def range_(im: Importer, node: NodeProto) -> Value:
+    """Reached only for a symbolic bound (a constant range is evaluated at import): start + step * i
+    for i < ceildiv(limit - start, step), built as a cumulative sum of ones."""
+    (first,), (last,), (delta,) = (im.const(node.input[i]).reshape(1) for i in range(3))
+    if not all(isinstance(v, int | np.integer) for v in (first, delta)):
+        raise UnsupportedError(f"Range from {first} by {delta}: only the limit may be a symbolic size")
+    count = sym.ceildiv(sym.sub(last, int(first)), int(delta))
+    dtype = DType.of(im.const(node.input[0]).dtype) if im.const(node.input[0]).dtype != object else DType.int64
+    ones = im.emit("full", [], {"shape": [count], "value": float(delta), "dtype": dtype})
+    steps = im.emit("cumsum", [ones], {"dim": 0})
+    return im.emit("add", [steps, im.value(im.store(np.asarray(int(first) - int(delta), dtype.numpy)))])
 
 
 # --- layers -------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import numpy as np
 
 from graphopt.errors import IRError
 from graphopt.ir.node import Node
+from graphopt.ir.symbolic import symbols
 from graphopt.ir.types import DType, TensorType
 from graphopt.ir.value import Value
 
@@ -237,8 +238,8 @@ class Graph:
         seen: dict[str, None] = {}
         for v in self.inputs:
             for d in v.shape:
-                if isinstance(d, str):
-                    seen.setdefault(d)
+                for name in sorted(symbols(d)):
+                    seen.setdefault(name)
         return list(seen)
 
     def __str__(self) -> str:

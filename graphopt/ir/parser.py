@@ -10,13 +10,15 @@ from typing import Any
 
 import numpy as np
 
-from graphopt.errors import GraphoptError, ParseError
+from graphopt.errors import GraphoptError, ParseError, ShapeError
 from graphopt.ir.graph import Graph
-from graphopt.ir.types import Dim, DType, TensorType
+from graphopt.ir.symbolic import Dim, parse_dim
+from graphopt.ir.types import DType, TensorType
 from graphopt.ir.value import Value
 
 _TOKEN = re.compile(
     r"""(?P<skip>[ \t\r\n]+|\#[^\n]*)
+    |(?P<type>[a-z]+[0-9]*\[[^\[\]]*\])
     |(?P<name>%(?:"(?:[^"\\]|\\.)*"|[A-Za-z0-9_.\-/]+))
     |(?P<string>"(?:[^"\\]|\\.)*")
     |(?P<number>-inf\b|[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)
@@ -125,21 +127,27 @@ class Parser:
         return _name(tok.text), self._type(), tok.pos
 
     def _type(self) -> TensorType:
-        tok = self._expect("ident")
+        """`float32[N, 3, H, (W + 1) // 2]`: one token, its dims split at the top-level commas."""
+        tok = self._expect("type")
+        name, _, inside = tok.text[:-1].partition("[")
         try:
-            dtype = DType(tok.text)
+            dtype = DType(name)
         except ValueError:
-            self._fail(f"unknown dtype {tok.text!r}", tok.pos)
-        self._expect("punct", "[")
-        return TensorType(dtype, self._list("]", self._dim))
+            self._fail(f"unknown dtype {name!r}", tok.pos)
+        dims, depth, start = [], 0, 0
+        for i, char in enumerate(inside + ","):
+            depth += (char == "(") - (char == ")")
+            if char == "," and depth == 0:
+                if inside[start:i].strip() or dims or i < len(inside):
+                    dims.append(self._dim(inside[start:i], tok.pos + len(name) + 1 + start))
+                start = i + 1
+        return TensorType(dtype, dims)
 
-    def _dim(self) -> Dim:
-        tok = self._next()
-        if tok.kind == "ident":
-            return tok.text
-        if tok.kind == "number" and re.fullmatch(r"\d+", tok.text):
-            return int(tok.text)
-        return self._fail(f"expected a dimension, found {tok.text!r}", tok.pos)
+    def _dim(self, text: str, pos: int) -> Dim:
+        try:
+            return parse_dim(text)
+        except ShapeError as e:
+            return self._fail(str(e), pos)
 
     def _parameter(self, graph: Graph) -> None:
         self._expect("ident", "param")

@@ -23,6 +23,7 @@ import numpy as np
 
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node
+from graphopt.ir.symbolic import Expr
 from graphopt.ir.types import DType
 from graphopt.ir.value import Value
 
@@ -45,8 +46,8 @@ def format_scalar(v: Any) -> str:
         text = str(v)  # shortest text that reads back to the same value at this precision
     elif isinstance(v, float):
         text = repr(v)
-    elif isinstance(v, str):
-        return json.dumps(v)
+    elif isinstance(v, str | Expr):
+        return json.dumps(str(v))
     elif v is None:
         return "none"
     else:

@@ -1,4 +1,5 @@
-"""Tensor types: a dtype and a shape whose dims are ints or symbol names (a symbolic batch, `N`)."""
+"""Tensor types: a dtype and a shape whose dims are ints, symbol names (`N`, `L`) or symbolic
+expressions over them (`(W + 1) // 2`, see graphopt.ir.symbolic)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from enum import StrEnum
 import numpy as np
 
 from graphopt.errors import ShapeError
+from graphopt.ir.symbolic import Dim, Expr, dim, evaluate
 
-Dim = int | str
 Shape = tuple[Dim, ...]
 
 
@@ -61,7 +62,7 @@ class TensorType:
 
     def __init__(self, dtype: DType | str, shape: Iterable[Dim]) -> None:
         object.__setattr__(self, "dtype", DType.of(dtype))
-        dims = tuple(d if isinstance(d, str) else int(d) for d in shape)
+        dims = tuple(dim(d) if isinstance(d, Expr) else d if isinstance(d, str) else int(d) for d in shape)
         for d in dims:
             if isinstance(d, int) and d < 0:
                 raise ShapeError(f"negative dimension {d} in shape {fmt_shape(dims)}")
@@ -116,8 +117,5 @@ def broadcast_shapes(*shapes: Sequence[Dim]) -> Shape:
 
 
 def bind_dims(shape: Sequence[Dim], bindings: dict[str, int]) -> tuple[int, ...]:
-    """Replace symbols in `shape` by their bound sizes."""
-    try:
-        return tuple(bindings[d] if isinstance(d, str) else d for d in shape)
-    except KeyError as e:
-        raise ShapeError(f"symbolic dimension {e.args[0]!r} is not bound by any graph input") from None
+    """The sizes `shape` has when its symbols take `bindings`."""
+    return tuple(evaluate(d, bindings) for d in shape)

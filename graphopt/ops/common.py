@@ -65,8 +65,9 @@ def need_float(t: TensorType) -> None:
 
 
 def static(d: Dim, what: str) -> int:
-    if isinstance(d, str):
-        raise ShapeError(f"{what} must be static, got symbolic {d!r}")
+    if not isinstance(d, int):
+        raise ShapeError(f"{what} must be static, got symbolic '{d}'; pin it (from_onnx(input_shapes=...), "
+                         "--input-shape) or trace at a fixed size")
     return d
 
 

@@ -3,7 +3,6 @@ padding, and the no-op copies (identity, clone, contiguous, dropout in inference
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from graphopt.errors import ShapeError
+from graphopt.ir import symbolic as sym
 from graphopt.ir.types import Dim, DType, Shape, TensorType, broadcast_shapes, fmt_shape
 from graphopt.ops.common import (
     attr_dims,
@@ -44,30 +44,18 @@ define("dropout", _same, _identity, attrs={"p": attr_float(0.5)}, channel=Channe
 
 # --- reshape family -------------------------------------------------------------------------------
 def reshape_shape(src: Shape, target: Sequence[Dim]) -> Shape:
-    """The shape `target` means for a tensor of shape `src` (-1 inferred; symbols must cancel)."""
+    """The shape `target` means for a tensor of shape `src` (one -1 inferred as what the rest leaves,
+    which must divide exactly, symbols included)."""
     if list(target).count(-1) > 1:
         raise ShapeError(f"reshape target {fmt_shape(target)} has more than one -1")
-    src_num = math.prod(d for d in src if isinstance(d, int))
-    src_sym = Counter(d for d in src if isinstance(d, str))
-    known = [d for d in target if d != -1]
-    tgt_num = math.prod(d for d in known if isinstance(d, int))
-    tgt_sym = Counter(d for d in known if isinstance(d, str))
-    if tgt_sym - src_sym:
-        raise ShapeError(f"cannot reshape {fmt_shape(src)} to {fmt_shape(target)}: unknown symbols")
-    left_sym = src_sym - tgt_sym
+    total, known = sym.prod(src), sym.prod(d for d in target if d != -1)
     if -1 not in target:
-        if left_sym or src_num != tgt_num:
-            raise ShapeError(f"cannot reshape {fmt_shape(src)} to {fmt_shape(target)}")
+        if total != known:
+            raise ShapeError(f"cannot reshape {fmt_shape(src)} ({total} elements) to {fmt_shape(target)} ({known})")
         return tuple(target)
-    if tgt_num == 0 or src_num % tgt_num:
-        raise ShapeError(f"cannot reshape {fmt_shape(src)} to {fmt_shape(target)}")
-    ratio = src_num // tgt_num
-    if not left_sym:
-        fill: Dim = ratio
-    elif sum(left_sym.values()) == 1 and ratio == 1:
-        fill = next(iter(left_sym))
-    else:
-        raise ShapeError(f"-1 in {fmt_shape(target)} would be a product of symbols in {fmt_shape(src)}")
+    fill = sym.floordiv(total, known) if known != 0 else None
+    if fill is None or sym.mul(fill, known) != total:
+        raise ShapeError(f"cannot reshape {fmt_shape(src)} to {fmt_shape(target)}: the -1 would be {total} / {known}")
     return tuple(fill if d == -1 else d for d in target)
 
 
@@ -94,10 +82,7 @@ def _flatten(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorTyp
     if t.rank == 0:
         return t.with_shape((1,))
     start, end = axis(attrs["start_dim"], t.rank), axis(attrs["end_dim"], t.rank)
-    merged = t.shape[start : end + 1]
-    if end - start >= 1 and any(isinstance(d, str) for d in merged):
-        raise ShapeError(f"flatten would merge symbolic dims {fmt_shape(merged)}")
-    middle = merged[0] if len(merged) == 1 else math.prod(merged)  # type: ignore[arg-type]
+    middle = sym.prod(t.shape[start : end + 1])
     return t.with_shape((*t.shape[:start], middle, *t.shape[end + 1 :]))
 
 
@@ -193,7 +178,7 @@ def _repeat(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType
     if len(reps) < t.rank:
         raise ShapeError(f"repeats {fmt_shape(reps)} has fewer entries than rank {t.rank}")
     shape = (1,) * (len(reps) - t.rank) + t.shape
-    return t.with_shape(tuple(static(d, "repeated dim") * r if r != 1 else d for d, r in zip(shape, reps)))
+    return t.with_shape(tuple(sym.mul(d, r) for d, r in zip(shape, reps)))
 
 
 define("repeat", _repeat, lambda x, repeats: np.tile(x, repeats), attrs={"repeats": attr_ints()})
@@ -207,7 +192,7 @@ def _cat(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType:
     for t in types:
         if t.rank != rank or any(a != b for i, (a, b) in enumerate(zip(t.shape, types[0].shape)) if i != d):
             raise ShapeError(f"cat on dim {d} needs equal shapes elsewhere")
-    size = sum(static(t.shape[d], "concatenated dim") for t in types)
+    size = sym.add(*(t.shape[d] for t in types))
     return TensorType(dtype, (*types[0].shape[:d], size, *types[0].shape[d + 1 :]))
 
 
@@ -254,11 +239,12 @@ def _slice_range(size: Dim, start: int | None, end: int | None, step: int) -> tu
     if step <= 0:
         raise ShapeError(f"slice step must be positive, got {step}")
     sl = slice(start, end, step)
-    if isinstance(size, str):
-        if (start in (None, 0)) and (end is None or end >= 2**62) and step == 1:
-            return sl, size
-        raise ShapeError(f"cannot slice symbolic dim {size!r} with bounds {start}:{end}:{step}")
-    return sl, len(range(*sl.indices(size)))
+    if isinstance(size, int):
+        return sl, len(range(*sl.indices(size)))
+    # a symbolic size is taken to be at least as large as the bounds that count from its ends
+    first = 0 if start is None else sym.add(size, start) if start < 0 else start
+    last = size if end is None or end >= 2**62 else sym.add(size, end) if end < 0 else sym.minimum(end, size)
+    return sl, sym.ceildiv(sym.sub(last, first), step)
 
 
 def _slice(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType:
@@ -356,7 +342,7 @@ def _pad(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType:
     shape = list(t.shape)
     for i in range(len(pad) // 2):
         d = t.rank - 1 - i
-        shape[d] = static(shape[d], "padded dim") + pad[2 * i] + pad[2 * i + 1]
+        shape[d] = sym.add(shape[d], pad[2 * i] + pad[2 * i + 1])
     return t.with_shape(shape)
 
 

@@ -4,6 +4,7 @@ Layouts follow torch: NC[spatial] activations, [out, in/groups, k...] conv weigh
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -11,6 +12,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from graphopt.errors import ShapeError
+from graphopt.ir import symbolic as sym
+from graphopt.ir.symbolic import evaluate
 from graphopt.ir.types import Dim, DType, TensorType, broadcast_shapes, fmt_shape
 from graphopt.ops.common import (
     attr_bool,
@@ -30,8 +33,11 @@ from graphopt.ops.registry import Attr, AttrKind, ChannelRule, Sampler
 
 
 def numel(shape: Sequence[Dim]) -> int:
-    """Element count with symbolic dims counted as 1 (costs are reported per batch element)."""
-    return math.prod(d if isinstance(d, int) else 1 for d in shape)
+    """Element count with every symbol counted as 1 (costs are reported per batch element)."""
+    return math.prod(evaluate(d, _ONES) for d in shape)
+
+
+_ONES: defaultdict[str, int] = defaultdict(lambda: 1)
 
 
 def _pairs(value: tuple[int, ...], n: int, name: str) -> tuple[int, ...]:
@@ -57,7 +63,10 @@ def per_dim(n: int, *keys: str) -> Any:
     return canonicalize
 
 
-def conv_out(size: int, k: int, stride: int, pad: int, dilation: int, ceil: bool = False) -> int:
+def conv_out(size: Dim, k: int, stride: int, pad: int, dilation: int, ceil: bool = False) -> Dim:
+    """The output size of a window over `size` (torch's and ONNX's rule, ceil_mode included)."""
+    if not isinstance(size, int):
+        return _symbolic_conv_out(size, k, stride, pad, dilation, ceil)
     span = size + 2 * pad - dilation * (k - 1) - 1
     out = (-(-span // stride) if ceil else span // stride) + 1
     if ceil and (out - 1) * stride >= size + pad:
@@ -65,6 +74,16 @@ def conv_out(size: int, k: int, stride: int, pad: int, dilation: int, ceil: bool
     if out < 1:
         raise ShapeError(f"window {k} (dilation {dilation}, padding {pad}) does not fit size {size}")
     return out
+
+
+def _symbolic_conv_out(size: Dim, k: int, stride: int, pad: int, dilation: int, ceil: bool) -> Dim:
+    span = sym.sub(size, dilation * (k - 1) + 1 - 2 * pad)
+    if not ceil:
+        return sym.add(sym.floordiv(span, stride), 1)
+    if pad + stride >= dilation * (k - 1) + 2:  # the last window may start past the padded input
+        raise ShapeError(f"ceil_mode window {k} with stride {stride} and padding {pad} over the symbolic size "
+                         f"'{size}': its last window may start in the padding, which depends on the size; pin it")
+    return sym.add(sym.ceildiv(span, stride), 1)
 
 
 # --- fused activations (set by the fuse-activation pass, read by int8 backends) ---------------------
@@ -117,7 +136,7 @@ def _conv_infer(nsp: int) -> Any:
         if len(types) == 3 and types[2].shape != (cout,):
             raise ShapeError(f"bias shape {fmt_shape(types[2].shape)} is not [{cout}]")
         stride, pad, dil = (_pairs(attrs[k], nsp, k) for k in ("stride", "padding", "dilation"))
-        spatial = [conv_out(static(x.shape[2 + i], "spatial dim"), static(w.shape[2 + i], "kernel"),
+        spatial = [conv_out(x.shape[2 + i], static(w.shape[2 + i], "kernel"),
                             stride[i], pad[i], dil[i]) for i in range(nsp)]
         return x.with_shape((x.shape[0], cout, *spatial))
 
@@ -189,9 +208,9 @@ def _conv_transpose_infer(types: Sequence[TensorType], attrs: Mapping[str, Any])
         raise ShapeError(f"bias shape {fmt_shape(types[2].shape)} is not [{cout}]")
     stride, pad, opad, dil = (_pairs(attrs[k], 2, k)
                               for k in ("stride", "padding", "output_padding", "dilation"))
-    spatial = [(static(x.shape[2 + i], "spatial dim") - 1) * stride[i] - 2 * pad[i]
-               + dil[i] * (w.shape[2 + i] - 1) + opad[i] + 1 for i in range(2)]
-    if min(spatial) < 1:
+    spatial = [sym.add(sym.mul(sym.sub(x.shape[2 + i], 1), stride[i]),
+                       dil[i] * (w.shape[2 + i] - 1) + opad[i] + 1 - 2 * pad[i]) for i in range(2)]
+    if any(isinstance(d, int) and d < 1 for d in spatial):
         raise ShapeError(f"output size {spatial} is empty")
     return x.with_shape((x.shape[0], cout, *spatial))
 
@@ -406,7 +425,7 @@ def _pool(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType:
     k, s, p, d = _pool_geometry(attrs)
     if any(2 * pi > ki for pi, ki in zip(p, k)):
         raise ShapeError(f"padding {fmt_shape(p)} exceeds half the kernel {fmt_shape(k)}")
-    spatial = [conv_out(static(x.shape[2 + i], "spatial dim"), k[i], s[i], p[i], d[i], attrs["ceil_mode"])
+    spatial = [conv_out(x.shape[2 + i], k[i], s[i], p[i], d[i], attrs["ceil_mode"])
                for i in range(2)]
     return x.with_shape((*x.shape[:2], *spatial))
 
@@ -564,8 +583,6 @@ def _interpolate(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> Tenso
     need_float(x)
     if x.rank != 4 or len(attrs["size"]) != 2:
         raise ShapeError("interpolate takes an NCHW input and a 2-value size")
-    for d in x.shape[2:]:
-        static(d, "spatial dim")
     return x.with_shape((*x.shape[:2], *attrs["size"]))
 
 

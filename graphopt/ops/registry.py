@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from graphopt.errors import OpError, ShapeError
+from graphopt.ir.symbolic import Dim, Expr, parse_dim
 from graphopt.ir.types import DType, TensorType
 
 if TYPE_CHECKING:
@@ -75,7 +76,19 @@ class Attr:
             return tuple(_int(v) for v in value)
         if kind is AttrKind.FLOATS:
             return tuple(Attr(AttrKind.FLOAT).coerce(v) for v in value)
-        return tuple(v if isinstance(v, str) and v.isidentifier() else _int(v) for v in value)
+        return tuple(_dim(v) for v in value)
+
+
+def _dim(value: Any) -> Dim:
+    """An int, a symbol, a symbolic Expr, or an Expr's printed text."""
+    if isinstance(value, Expr):
+        return value
+    if isinstance(value, str):
+        try:
+            return parse_dim(value)
+        except ShapeError as e:
+            raise TypeError(str(e)) from None
+    return _int(value)
 
 
 def _int(value: Any) -> int:

@@ -1,0 +1,285 @@
+"""Symbolic dims: integer expressions over named sizes (`N`, `H`, `W`, `L`) in one canonical form, so
+two dims are equal exactly when their expressions are the same.
+
+An expression is a polynomial with integer coefficients whose atoms are symbols or the operations
+a polynomial cannot hold (floor and ceiling division, mod, max, min), kept with canonical operands.
+What can be simplified is: `(2*H + 3) // 2` is `H + 1`, `(N*L*384) // (N*L)` is `384`, `x % 1` is 0.
+A Dim is an int, a str (one symbol) or an Expr (anything else); `dim()` gives that normal form, and
+every operation here takes and returns Dims, so type inference written for ints reads the same."""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Iterable, Mapping
+
+from graphopt.errors import ShapeError
+
+Atom = str | tuple  # a symbol, or (op, Expr, Expr) for op in OPS
+Monomial = tuple[Atom, ...]  # sorted atoms, repeated for powers; () is the constant term
+OPS = ("//", "ceildiv", "%", "max", "min")
+
+
+def _key(atom: Atom) -> tuple[int, str]:
+    return (0, atom) if isinstance(atom, str) else (1, _atom_text(atom))
+
+
+class Expr:
+    """A canonical integer expression: a sum of (monomial, coefficient) terms, sorted."""
+
+    __slots__ = ("_hash", "terms")
+
+    def __init__(self, terms: Mapping[Monomial, int]) -> None:
+        items = [(m, c) for m, c in terms.items() if c]
+        self.terms: tuple[tuple[Monomial, int], ...] = tuple(sorted(items, key=lambda t: [_key(a) for a in t[0]]
+                                                                     if t[0] else [(2, "")]))
+        self._hash = hash(self.terms)
+
+    # --- construction --------------------------------------------------------------------------
+    @staticmethod
+    def of(d: Dim) -> Expr:
+        if isinstance(d, Expr):
+            return d
+        if isinstance(d, str):
+            return Expr({(d,): 1})
+        return Expr({(): int(d)})
+
+    @property
+    def constant(self) -> int | None:
+        """The value, when the expression has no symbols."""
+        if not self.terms:
+            return 0
+        return self.terms[0][1] if len(self.terms) == 1 and not self.terms[0][0] else None
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, int | str):
+            other = Expr.of(other)
+        return isinstance(other, Expr) and self.terms == other.terms
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __repr__(self) -> str:
+        return f"Expr({self})"
+
+    def __str__(self) -> str:
+        if not self.terms:
+            return "0"
+        text = ""
+        for monomial, coefficient in self.terms:
+            factors = [_atom_text(a, nested=len(monomial) > 1 or coefficient != 1) for a in monomial]
+            magnitude = abs(coefficient)
+            body = "*".join(([str(magnitude)] if magnitude != 1 or not factors else []) + factors)
+            if not text:
+                text = ("-" if coefficient < 0 else "") + body
+            else:
+                text += (" - " if coefficient < 0 else " + ") + body
+        return text
+
+
+def _atom_text(atom: Atom, nested: bool = False) -> str:
+    if isinstance(atom, str):
+        return atom
+    op, a, b = atom
+    if op in ("//", "%"):
+        left = f"({a})" if len(a.terms) > 1 or (a.terms and a.terms[0][1] < 0) else str(a)
+        right = str(b) if isinstance(dim(b), str) or (b.constant or 0) > 0 else f"({b})"
+        text = f"{left} {op} {right}"
+        return f"({text})" if nested else text
+    return f"{op}({a}, {b})"
+
+
+Dim = int | str | Expr
+
+
+def dim(e: Dim) -> Dim:
+    """The normal form: an int, a lone symbol as its name, or the Expr."""
+    if not isinstance(e, Expr):
+        return e
+    constant = e.constant
+    if constant is not None:
+        return constant
+    if len(e.terms) == 1 and e.terms[0][1] == 1 and len(e.terms[0][0]) == 1 and isinstance(e.terms[0][0][0], str):
+        return e.terms[0][0][0]
+    return e
+
+
+def is_symbolic(d: Dim) -> bool:
+    return not isinstance(d, int)
+
+
+# --- arithmetic on Dims --------------------------------------------------------------------------
+def add(*dims: Dim) -> Dim:
+    terms: dict[Monomial, int] = {}
+    for d in dims:
+        for m, c in Expr.of(d).terms:
+            terms[m] = terms.get(m, 0) + c
+    return dim(Expr(terms))
+
+
+def neg(d: Dim) -> Dim:
+    return mul(-1, d)
+
+
+def sub(a: Dim, b: Dim) -> Dim:
+    return add(a, neg(b))
+
+
+def mul(*dims: Dim) -> Dim:
+    product: dict[Monomial, int] = {(): 1}
+    for d in dims:
+        step: dict[Monomial, int] = {}
+        for m1, c1 in product.items():
+            for m2, c2 in Expr.of(d).terms:
+                m = tuple(sorted(m1 + m2, key=_key))
+                step[m] = step.get(m, 0) + c1 * c2
+        product = step
+    return dim(Expr(product))
+
+
+def prod(dims: Iterable[Dim]) -> Dim:
+    return mul(1, *dims)
+
+
+def _exact_quotient(a: Expr, b: Expr) -> Expr | None:
+    """a / b when b is one term dividing every term of a exactly, else None."""
+    if len(b.terms) != 1:
+        return Expr.of(1) if a == b else None  # a sum divides exactly only itself
+    (bm, bc), = b.terms
+    out: dict[Monomial, int] = {}
+    for m, c in a.terms:
+        rest = list(m)
+        for atom in bm:
+            if atom not in rest:
+                return None
+            rest.remove(atom)
+        if c % bc:
+            return None
+        out[tuple(rest)] = c // bc
+    return Expr(out)
+
+
+def _divide(op: str, a: Dim, b: Dim) -> Dim:
+    ea, eb = Expr.of(a), Expr.of(b)
+    if eb.constant == 0:
+        raise ShapeError(f"division of the dim {a} by zero")
+    if ea.constant is not None and eb.constant is not None:
+        x, y = ea.constant, eb.constant
+        return x // y if op == "//" else -(-x // y) if op == "ceildiv" else x % y
+    exact = _exact_quotient(ea, eb)
+    if exact is not None:
+        return 0 if op == "%" else dim(exact)
+    if eb.constant is not None and eb.constant > 0:  # (c*q + r) // c = q + r // c
+        c = eb.constant
+        whole = {m: k // c for m, k in ea.terms if k % c == 0}
+        rest = Expr({m: k for m, k in ea.terms if k % c})
+        if whole:
+            if rest.constant is not None:
+                part = _divide(op, rest.constant, c)
+                return part if op == "%" else add(Expr(whole), part)
+            remainder = Expr({((op, rest, eb),): 1})
+            return dim(remainder) if op == "%" else add(Expr(whole), remainder)
+    return dim(Expr({((op, ea, eb),): 1}))
+
+
+def floordiv(a: Dim, b: Dim) -> Dim:
+    return _divide("//", a, b)
+
+
+def ceildiv(a: Dim, b: Dim) -> Dim:
+    return _divide("ceildiv", a, b)
+
+
+def mod(a: Dim, b: Dim) -> Dim:
+    return _divide("%", a, b)
+
+
+def _extreme(op: str, a: Dim, b: Dim) -> Dim:
+    ea, eb = Expr.of(a), Expr.of(b)
+    if ea == eb:
+        return dim(ea)
+    difference = Expr.of(sub(a, b)).constant
+    if difference is not None:  # a and b differ by a constant: the larger is known
+        return dim(ea if (difference > 0) == (op == "max") else eb)
+    first, second = sorted((ea, eb), key=lambda e: (e.constant is not None, str(e)))  # max(L, 8)
+    return dim(Expr({((op, first, second),): 1}))
+
+
+def maximum(a: Dim, b: Dim) -> Dim:
+    return _extreme("max", a, b)
+
+
+def minimum(a: Dim, b: Dim) -> Dim:
+    return _extreme("min", a, b)
+
+
+# --- symbols and evaluation ----------------------------------------------------------------------
+def symbols(d: Dim) -> set[str]:
+    """The symbol names `d` reads."""
+    if isinstance(d, int):
+        return set()
+    if isinstance(d, str):
+        return {d}
+    out: set[str] = set()
+    for monomial, _ in d.terms:
+        for atom in monomial:
+            out |= {atom} if isinstance(atom, str) else symbols(atom[1]) | symbols(atom[2])
+    return out
+
+
+def evaluate(d: Dim, bindings: Mapping[str, int]) -> int:
+    """The size `d` has when its symbols take `bindings`."""
+    if isinstance(d, int):
+        return d
+    if isinstance(d, str):
+        try:
+            return bindings[d]
+        except KeyError:
+            raise ShapeError(f"symbolic dimension {d!r} is not bound by any graph input") from None
+    total = 0
+    for monomial, coefficient in d.terms:
+        total += coefficient * math.prod(_evaluate_atom(a, bindings) for a in monomial)
+    return total
+
+
+def _evaluate_atom(atom: Atom, bindings: Mapping[str, int]) -> int:
+    if isinstance(atom, str):
+        return evaluate(atom, bindings)
+    op, a, b = atom
+    x, y = evaluate(a, bindings), evaluate(b, bindings)
+    if op in ("max", "min"):
+        return max(x, y) if op == "max" else min(x, y)
+    if y == 0:
+        raise ShapeError(f"the dim {_atom_text(atom)} divides by zero at {dict(bindings)}")
+    return x // y if op == "//" else -(-x // y) if op == "ceildiv" else x % y
+
+
+# --- the text form -------------------------------------------------------------------------------
+_BINARY = {ast.Add: add, ast.Sub: sub, ast.Mult: mul, ast.FloorDiv: floordiv, ast.Mod: mod}
+_CALLS = {"max": maximum, "min": minimum, "ceildiv": ceildiv}
+
+
+def parse_dim(text: str) -> Dim:
+    """A dim from its printed form: `N`, `3`, `(W + 1) // 2`, `ceildiv(H, 32)`, `max(L, 8)`."""
+    try:
+        tree = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError:
+        raise ShapeError(f"{text!r} is not a dimension (an int, a name, or +, -, *, //, %, max, min, ceildiv "
+                         "of those)") from None
+    return _from_ast(tree, text)
+
+
+def _from_ast(node: ast.AST, text: str) -> Dim:
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return node.value
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return neg(_from_ast(node.operand, text))
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        return _BINARY[type(node.op)](_from_ast(node.left, text), _from_ast(node.right, text))
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _CALLS \
+            and len(node.args) == 2 and not node.keywords:
+        return _CALLS[node.func.id](*(_from_ast(a, text) for a in node.args))
+    raise ShapeError(f"{text!r} is not a dimension: {ast.unparse(node)!r} is none of an int, a name, "
+                     "+, -, *, //, %, max(a, b), min(a, b), ceildiv(a, b)")
