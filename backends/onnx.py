@@ -520,8 +520,9 @@ def _split(e: OnnxEmitter, n: Node) -> None:
           [e.out(n, i) for i in range(len(n.results))], axis=n.attrs["dim"])
 
 
-def _slice_inputs(e: OnnxEmitter, start: int | None, end: int | None, dim: int, step: int) -> list[str]:
-    return [e.ints([0 if start is None else start]), e.ints([INT64_MAX if end is None else end]), e.ints([dim]),
+def _slice_inputs(e: OnnxEmitter, start: Dim | None, end: Dim | None, dim: int, step: int) -> list[str]:
+    """Slice's starts, ends, axes, steps; a symbolic bound is computed at run time."""
+    return [e.dim(0 if start is None else start), e.dim(INT64_MAX if end is None else end), e.ints([dim]),
             e.ints([step])]
 
 
@@ -566,13 +567,17 @@ def _index(e: OnnxEmitter, n: Node) -> None:
     if len(dims) == 1:
         e.add("Gather", [x, indices[0]], [e.out(n)], axis=dims[0])
         return
-    sizes = [int(value.shape[d]) for d in dims]  # type: ignore[arg-type]
+    sizes = [value.shape[d] for d in dims]
     linear = None
     for i, idx in enumerate(indices):
-        stride = int(np.prod(sizes[i + 1 :]))
-        term = e.add("Mul", [idx, e.const(np.asarray(stride, dtype=n.operands[1 + i].dtype.numpy))])
+        stride, dtype = sym.prod(sizes[i + 1 :]), n.operands[1 + i].dtype
+        if isinstance(stride, int):
+            factor = e.const(np.asarray(stride, dtype=dtype.numpy))
+        else:  # computed from the symbolic sizes, in the index's dtype
+            factor = e.add("Cast", [e.dim(stride)], to=onnx_dtype(dtype))
+        term = e.add("Mul", [idx, factor])
         linear = term if linear is None else e.add("Add", [linear, term])
-    merged = [*value.shape[: dims[0]], int(np.prod(sizes)), *value.shape[dims[-1] + 1 :]]
+    merged = [*value.shape[: dims[0]], sym.prod(sizes), *value.shape[dims[-1] + 1 :]]
     flat = e.add("Reshape", [x, e.reshape_shape(value.type, value.type.with_shape(merged))])
     e.add("Gather", [flat, linear], [e.out(n)], axis=dims[0])  # type: ignore[list-item]
 

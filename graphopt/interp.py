@@ -78,6 +78,8 @@ class Interpreter:
     def _bound(self, kind: AttrKind, value: Any) -> Any:
         if kind is AttrKind.DIMS:
             return bind_dims(value, self.bindings)
+        if kind is AttrKind.DIM and value is not None:
+            return bind_dims([value], self.bindings)[0]
         return value
 
     def _bind_input(self, value: Value, array: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@ import io
 import warnings
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
@@ -190,3 +191,14 @@ def test_timm_architectures(name: str, tmp_path: Path) -> None:
 def test_transformers_architectures(family: str, tmp_path: Path) -> None:
     model, inputs = tiny_transformer(family)
     check_every_path(model, inputs, tmp_path)
+
+
+def test_an_aten_op_without_a_converter_is_decomposed_by_torch_first() -> None:
+    class Composite(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.addcmul(x, x, x, value=0.5) + torch.diff(x, dim=1).sum()
+
+    x = torch.randn(2, 5)
+    graph = go.from_torch(Composite(), (x,))
+    assert not any(n.op in ("addcmul", "diff") for n in graph)
+    np.testing.assert_allclose(go.interpret(graph, x.numpy())[0], Composite()(x).numpy(), atol=1e-5)

@@ -10,6 +10,7 @@ import numpy as np
 from onnx import NodeProto, numpy_helper
 
 from graphopt.errors import GraphoptError, UnsupportedError
+from graphopt.frontends.common import arange_to
 from graphopt.frontends.onnx import INT64_MAX, OnnxImporter, _dtype, register_onnx
 from graphopt.frontends.onnx_shapes import dims_array
 from graphopt.ir import symbolic as sym
@@ -412,16 +413,12 @@ def constant_of_shape(im: Importer, node: NodeProto) -> Value:
 
 @register_onnx("Range")
 def range_(im: Importer, node: NodeProto) -> Value:
-    """Reached only for a symbolic bound (a constant range is evaluated at import): start + step * i
-    for i < ceildiv(limit - start, step), built as a cumulative sum of ones."""
+    """Reached only for a symbolic limit (a constant range is evaluated at import)."""
     (first,), (last,), (delta,) = (im.const(node.input[i]).reshape(1) for i in range(3))
     if not all(isinstance(v, int | np.integer) for v in (first, delta)):
         raise UnsupportedError(f"Range from {first} by {delta}: only the limit may be a symbolic size")
-    count = sym.ceildiv(sym.sub(last, int(first)), int(delta))
-    dtype = DType.of(im.const(node.input[0]).dtype) if im.const(node.input[0]).dtype != object else DType.int64
-    ones = im.emit("full", [], {"shape": [count], "value": float(delta), "dtype": dtype})
-    steps = im.emit("cumsum", [ones], {"dim": 0})
-    return im.emit("add", [steps, im.value(im.store(np.asarray(int(first) - int(delta), dtype.numpy)))])
+    dtype = DType.of(im.const(node.input[0]).dtype)
+    return arange_to(im.graph, float(first), last, float(delta), dtype, im.loc)
 
 
 # --- layers -------------------------------------------------------------------------------------------

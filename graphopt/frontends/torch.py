@@ -6,6 +6,7 @@ An ATen op without a converter is a clear error naming the op and the module pat
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,6 +15,7 @@ import torch
 import torch.fx
 
 from graphopt.errors import GraphoptError, ShapeError, UnsupportedError, located
+from graphopt.ir import symbolic as sym
 from graphopt.ir.graph import Graph
 from graphopt.ir.types import Dim, DType, TensorType
 from graphopt.ir.value import Value, check_finite
@@ -44,11 +46,17 @@ def dtype_of(torch_dtype: torch.dtype) -> DType:
         raise ShapeError(f"dtype {torch_dtype} is not supported (supported: {', '.join(map(str, _DTYPES))})") from None
 
 
+SYMPY_OPS: dict[str, Callable[..., Dim]] = {
+    "Add": sym.add, "Mul": sym.mul, "FloorDiv": sym.floordiv, "Mod": sym.mod, "PythonMod": sym.mod,
+    "CeilDiv": sym.ceildiv, "Max": lambda *a: functools.reduce(sym.maximum, a),
+    "Min": lambda *a: functools.reduce(sym.minimum, a)}  # torch's size expressions (torch.utils._sympy)
+
+
 class SymDim:
     """A symbolic size (torch.SymInt) flowing through shape arithmetic; never a tensor."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, size: Dim) -> None:
+        self.size = size
 
 
 class TorchImporter:
@@ -71,17 +79,26 @@ class TorchImporter:
         return f"{self.node.target} (node {self.node.name}, module {self.loc or '<root>'!r})"
 
     def dim(self, d: Any) -> Dim:
+        """An int or a SymInt (its sympy expression) as an IR dim."""
         if isinstance(d, int):
             return d
-        expr = str(d)
-        if expr in self.symbols:
-            return self.symbols[expr]
+        expr = d.node.expr if isinstance(d, torch.SymInt) else d
         try:
-            return int(d)
-        except (TypeError, ValueError, RuntimeError):
-            pass
-        raise ShapeError(f"{self.where()}: dynamic size {expr} is an expression the IR cannot express; "
-                         "export with dynamic_batch=False")
+            return self._sympy_dim(expr)
+        except (KeyError, TypeError):
+            raise ShapeError(f"{self.where()}: dynamic size {expr} is an expression the IR cannot express; "
+                             "export with static sizes for the dims it reads") from None
+
+    def _sympy_dim(self, expr: Any) -> Dim:
+        if expr.is_Integer:
+            return int(expr)
+        if expr.is_Symbol:
+            return self.symbols.setdefault(str(expr), f"s{len(self.symbols)}")
+        args = [self._sympy_dim(a) for a in expr.args]
+        kind = type(expr).__name__
+        if kind == "Pow" and isinstance(args[1], int) and args[1] > 0:
+            return sym.prod([args[0]] * args[1])
+        return SYMPY_OPS[kind](*args)
 
     def meta_type(self, node: torch.fx.Node) -> TensorType:
         return self.meta_type_of(node.meta["val"])
@@ -130,17 +147,19 @@ class TorchImporter:
         return dtype_of(result.dtype if isinstance(result, torch.Tensor) else torch.tensor(result).dtype)
 
     # --- the walk -----------------------------------------------------------------------------------
-    def run(self, dynamic_batch: bool) -> Graph:
+    def run(self, dynamic_batch: bool, names: Sequence[dict[int, str]] = ()) -> Graph:
+        """`names`: per user input, axis -> the name its dynamic dim gets (from dynamic_shapes)."""
         sig = self.program.graph_signature
         specs = {s.arg.name: s for s in sig.input_specs if hasattr(s.arg, "name")}
         placeholders = [n for n in self.program.graph.nodes if n.op == "placeholder"]
+        user = 0
         for node in placeholders:
             self.node = node
             spec = specs.get(node.name)
             kind = spec.kind.name if spec is not None else "USER_INPUT"
             if kind == "USER_INPUT":
-                if dynamic_batch:
-                    self._name_symbols(node)
+                self._name_symbols(node, names[user] if user < len(names) else {}, dynamic_batch)
+                user += 1
                 self.env[node.name] = self.graph.add_input(self.meta_type(node), node.name)
             elif kind in ("PARAMETER", "BUFFER", "CONSTANT_TENSOR"):
                 self.env[node.name] = self._parameter(spec.target, kind)
@@ -156,10 +175,14 @@ class TorchImporter:
         self.graph.remove_parameters(*unused)
         return self.graph
 
-    def _name_symbols(self, node: torch.fx.Node) -> None:
+    def _name_symbols(self, node: torch.fx.Node, names: dict[int, str], dynamic_batch: bool) -> None:
+        """Input dims get the names dynamic_shapes gave them (`N` for dynamic_batch's batch)."""
         for i, d in enumerate(node.meta["val"].shape):
-            if not isinstance(d, int) and str(d) not in self.symbols:
-                self.symbols[str(d)] = "N" if i == 0 and "N" not in self.symbols.values() else f"s{len(self.symbols)}"
+            key = str(d.node.expr) if isinstance(d, torch.SymInt) else None
+            if key is not None and key not in self.symbols:
+                taken = set(self.symbols.values())
+                wanted = names.get(i) or ("N" if i == 0 and dynamic_batch else None)
+                self.symbols[key] = wanted if wanted and wanted not in taken else f"s{len(self.symbols)}"
 
     def _parameter(self, target: str, kind: str) -> Value:
         tensor = (self.program.constants.get(target) if kind == "CONSTANT_TENSOR"
@@ -177,11 +200,11 @@ class TorchImporter:
             return self.env[node.args[0].name][node.args[1]]  # type: ignore[union-attr]
         name = str(node.target)
         if name.startswith("aten.sym_size") or name.startswith("aten.sym_numel"):
-            return SymDim(str(node.meta.get("val")))
+            return SymDim(self.dim(node.meta["val"]))
         if name.startswith("aten._assert") or name.startswith("aten.sym_constrain"):
             return None
         if isinstance(node.target, type(operator.mul)) and node.target.__module__ == "_operator":
-            return SymDim(str(node.meta.get("val")))  # size arithmetic on SymInts
+            return SymDim(self.dim(node.meta["val"]))  # size arithmetic on SymInts
         converter = ATEN.get(name)
         if converter is None:
             raise UnsupportedError(
@@ -222,7 +245,7 @@ class TorchImporter:
 
 # --- entry point --------------------------------------------------------------------------------------
 def export(model: Any, example_inputs: Sequence[Any] | None, dynamic_batch: bool,
-           example_kwargs: dict[str, Any] | None = None) -> torch.export.ExportedProgram:
+           example_kwargs: dict[str, Any] | None = None, dynamic_shapes: Any = None) -> torch.export.ExportedProgram:
     if isinstance(model, torch.export.ExportedProgram):
         return model
     if not isinstance(model, torch.nn.Module):
@@ -230,7 +253,10 @@ def export(model: Any, example_inputs: Sequence[Any] | None, dynamic_batch: bool
         raise GraphoptError(f"from_torch takes an nn.Module, a GraphModule or an ExportedProgram, got {kind}")
     args = tuple(example_inputs or ())
     kwargs = dict(example_kwargs or {})
-    dynamic = None
+    dynamic = dynamic_shapes
+    if dynamic_batch and dynamic_shapes is not None:
+        raise GraphoptError("give dynamic_batch=True or dynamic_shapes=, not both (a batch Dim in dynamic_shapes "
+                            "is what dynamic_batch means)")
     if dynamic_batch:
         batch = torch.export.Dim("N", min=1, max=4096)
         args = tuple(_batch_of_two(a) for a in args)
@@ -257,12 +283,41 @@ def _batch_of_two(x: Any) -> Any:
 
 
 def from_torch(model: Any, example_inputs: Sequence[Any] | None = None, *, dynamic_batch: bool = False,
-               example_kwargs: dict[str, Any] | None = None, name: str | None = None) -> Graph:
-    """Trace `model` (nn.Module, fx GraphModule or ExportedProgram) into a Graph."""
+               dynamic_shapes: Any = None, example_kwargs: dict[str, Any] | None = None,
+               name: str | None = None) -> Graph:
+    """Trace `model` (nn.Module, fx GraphModule or ExportedProgram) into a Graph. `dynamic_shapes`
+    is torch.export's spec (per input, axis -> torch.export.Dim("L", ...)); the IR's symbols take
+    the Dims' names. `dynamic_batch=True` is the spec with one `N` on every input's first axis."""
     from graphopt.frontends import torch_ops  # noqa: F401  (registers the converters)
 
-    program = export(model, example_inputs, dynamic_batch, example_kwargs)
+    program = export(model, example_inputs, dynamic_batch, example_kwargs, dynamic_shapes)
     with torch.no_grad():
         program = program.run_decompositions({})  # functionalize; keep conv2d, linear, layer_norm, ...
+        program = _decompose_unconverted(program)
     label = name or (type(model).__name__ if not isinstance(model, torch.export.ExportedProgram) else "main")
-    return TorchImporter(program, label if label.isidentifier() else "main").run(dynamic_batch)
+    names = _dim_names(dynamic_shapes, example_kwargs)
+    return TorchImporter(program, label if label.isidentifier() else "main").run(dynamic_batch, names)
+
+
+def _decompose_unconverted(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """Ops without a converter, decomposed by torch's own table into ops that may have one
+    (aten.addcmul, aten.diff); repeated while that makes progress. What is left is the importer's
+    clear error."""
+    table = torch.export.default_decompositions()
+    for _ in range(4):
+        missing = {n.target for n in program.graph.nodes if n.op == "call_function"
+                   and str(n.target).startswith("aten.") and str(n.target) not in ATEN and n.target in table
+                   and not str(n.target).startswith(("aten.sym_", "aten._assert"))}
+        if not missing:
+            break
+        program = program.run_decompositions({op: table[op] for op in missing})
+    return program
+
+
+def _dim_names(dynamic_shapes: Any, example_kwargs: dict[str, Any] | None) -> list[dict[int, str]]:
+    """Per user input in order, axis -> the name of its torch.export.Dim."""
+    if dynamic_shapes is None:
+        return []
+    specs = list(dynamic_shapes.values()) if isinstance(dynamic_shapes, dict) else list(dynamic_shapes)
+    return [{axis: getattr(d, "__name__", "") for axis, d in (s.items() if isinstance(s, dict) else enumerate(s or ()))
+             if d is not None} for s in specs]

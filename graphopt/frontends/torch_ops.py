@@ -9,6 +9,7 @@ from typing import Any
 import torch.fx
 
 from graphopt.errors import GraphoptError
+from graphopt.frontends.common import arange_to
 from graphopt.frontends.torch import SymDim, TorchImporter, register_aten
 from graphopt.ir.types import DType
 from graphopt.ir.value import Value
@@ -283,11 +284,20 @@ def unbind(cv: TorchImporter, node: Node) -> tuple[Value, ...]:
                  for i in range(int(x.shape[dim])))
 
 
+def _size_arg(cv: TorchImporter, value: Any) -> Any:
+    """A size argument: a constant, or a symbolic size (a sym_size node or arithmetic on one)."""
+    if not isinstance(value, Node):
+        return value
+    found = cv.env[value.name]
+    if not isinstance(found, SymDim):
+        raise GraphoptError(f"{value.name} is a tensor's value used as a size: data-dependent; export with static "
+                            "sizes")
+    return found.size
+
+
 @register_aten("slice.Tensor", "slice_copy.Tensor")
 def slice_(cv: TorchImporter, node: Node) -> Value:
-    start, end = arg(node, 2, "start"), arg(node, 3, "end")
-    if isinstance(start, Node) or isinstance(end, Node):
-        raise GraphoptError("slice bounds computed at run time are not supported; export with static shapes")
+    start, end = (_size_arg(cv, arg(node, i, name)) for i, name in ((2, "start"), (3, "end")))
     return cv.emit("slice", [cv.value(node.args[0])], {"dim": int(arg(node, 1, "dim", 0)), "start": start,
                    "end": end, "step": int(arg(node, 4, "step", 1))})
 
@@ -575,10 +585,14 @@ def fill_from(cv: TorchImporter, node: Node) -> Value:
 
 @register_aten("arange.default", "arange.start", "arange.start_step")
 def arange(cv: TorchImporter, node: Node) -> Value:
-    bounds = [a for a in node.args if not isinstance(a, torch.dtype)]
-    if any(isinstance(b, Node | SymDim) for b in bounds):
-        raise GraphoptError("arange bounds computed at run time are not supported; export with static shapes")
+    bounds = [cv.env[a.name] if isinstance(a, Node) else a for a in node.args if not isinstance(a, torch.dtype)]
     start, end, step = (0, bounds[0], 1) if len(bounds) == 1 else (bounds[0], bounds[1], bounds[2] if len(bounds) > 2 else 1)
+    if isinstance(start, SymDim | Value) or isinstance(step, SymDim | Value):
+        raise GraphoptError("arange from or by a size computed at run time is not supported; only its end may be one")
+    if isinstance(end, SymDim):  # up to a symbolic size (positions over a dynamic sequence length)
+        return arange_to(cv.graph, float(start), end.size, float(step), out_dtype(cv, node), cv.loc)
+    if isinstance(end, Value):
+        raise GraphoptError("arange up to a tensor's value is data-dependent; export with static bounds")
     return cv.emit("arange", [], {"start": float(start), "end": float(end), "step": float(step),
                                   "dtype": out_dtype(cv, node)})
 

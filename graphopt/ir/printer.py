@@ -105,7 +105,7 @@ def _attrs_text(node: Node) -> str:
         spec = schema.get(key)
         if spec is not None and _equal(value, spec.default):
             continue
-        bare = spec is not None and spec.kind is AttrKind.DIMS
+        bare = spec is not None and spec.kind in (AttrKind.DIMS, AttrKind.DIM)
         parts.append(f"{key}={format_attr(value, bare_strings=bare)}")
     return " {" + ", ".join(parts) + "}" if parts else ""
 

@@ -31,6 +31,10 @@ def attr_ints(default: Any = REQUIRED) -> Attr:
     return Attr(AttrKind.INTS, default)
 
 
+def attr_dim(default: Any = REQUIRED) -> Attr:
+    return Attr(AttrKind.DIM, default)
+
+
 def attr_dims(default: Any = REQUIRED) -> Attr:
     return Attr(AttrKind.DIMS, default)
 

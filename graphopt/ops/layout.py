@@ -13,6 +13,7 @@ from graphopt.errors import ShapeError
 from graphopt.ir import symbolic as sym
 from graphopt.ir.types import Dim, DType, Shape, TensorType, broadcast_shapes, fmt_shape
 from graphopt.ops.common import (
+    attr_dim,
     attr_dims,
     attr_float,
     attr_int,
@@ -235,22 +236,28 @@ define("split", _split, split, attrs={"split_sizes": attr_ints(), "dim": attr_in
 
 
 # --- slicing and indexing -----------------------------------------------------------------------------
-def _slice_range(size: Dim, start: int | None, end: int | None, step: int) -> tuple[slice, Dim]:
+def _slice_range(size: Dim, start: Dim | None, end: Dim | None, step: int) -> Dim:
+    """The length of x[start:end:step] along a dim of `size`. A symbolic size is taken to be at
+    least the static bounds counted from its end; a symbolic bound to lie within the dim (the
+    interpreter checks both on every run)."""
     if step <= 0:
         raise ShapeError(f"slice step must be positive, got {step}")
-    sl = slice(start, end, step)
-    if isinstance(size, int):
-        return sl, len(range(*sl.indices(size)))
-    # a symbolic size is taken to be at least as large as the bounds that count from its ends
-    first = 0 if start is None else sym.add(size, start) if start < 0 else start
-    last = size if end is None or end >= 2**62 else sym.add(size, end) if end < 0 else sym.minimum(end, size)
-    return sl, sym.ceildiv(sym.sub(last, first), step)
+    if all(isinstance(v, int | None) for v in (size, start, end)):
+        return len(range(*slice(start, end, step).indices(size)))  # type: ignore[arg-type]
+    first = 0 if start is None else sym.add(size, start) if isinstance(start, int) and start < 0 else start
+    if end is None or (isinstance(end, int) and end >= 2**62):
+        last: Dim = size
+    elif isinstance(end, int):
+        last = sym.add(size, end) if end < 0 else sym.minimum(end, size)
+    else:
+        last = end
+    return sym.ceildiv(sym.sub(last, first), step)
 
 
 def _slice(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType:
     t = types[0]
     d = axis(attrs["dim"], t.rank)
-    _, n = _slice_range(t.shape[d], attrs["start"], attrs["end"], attrs["step"])
+    n = _slice_range(t.shape[d], attrs["start"], attrs["end"], attrs["step"])
     return t.with_shape((*t.shape[:d], n, *t.shape[d + 1 :]))
 
 
@@ -261,7 +268,7 @@ def slice_(x: np.ndarray, dim: int, start: int | None, end: int | None, step: in
 
 
 define("slice", _slice, slice_,
-       attrs={"dim": attr_int(0), "start": attr_int(None), "end": attr_int(None), "step": attr_int(1)},
+       attrs={"dim": attr_int(0), "start": attr_dim(None), "end": attr_dim(None), "step": attr_int(1)},
        channel=ChannelRule.NORMALIZE)
 
 
@@ -409,7 +416,7 @@ def _slice_scatter(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> Ten
     x, src = types
     same_dtype(types)
     d = axis(attrs["dim"], x.rank)
-    _, n = _slice_range(x.shape[d], attrs["start"], attrs["end"], attrs["step"])
+    n = _slice_range(x.shape[d], attrs["start"], attrs["end"], attrs["step"])
     if src.shape != (*x.shape[:d], n, *x.shape[d + 1 :]):
         raise ShapeError(f"source {fmt_shape(src.shape)} does not fit the slice of {fmt_shape(x.shape)}")
     return x

@@ -28,6 +28,7 @@ class AttrKind(StrEnum):
     INTS = "ints"
     FLOATS = "floats"
     DIMS = "dims"  # ints that may hold symbolic dims (reshape/expand/full target shapes)
+    DIM = "dim"  # an int that may be a symbolic dim (a slice bound)
     DTYPE = "dtype"
 
 
@@ -65,6 +66,8 @@ class Attr:
             if self.choices and value not in self.choices:
                 raise TypeError(f"expected one of {', '.join(self.choices)}, got {value!r}")
             return value
+        if kind is AttrKind.DIM:
+            return _dim(value)
         if kind is AttrKind.DTYPE:
             try:
                 return DType.of(value)

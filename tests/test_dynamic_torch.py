@@ -1,0 +1,79 @@
+"""from_torch with torch.export's dynamic_shapes: MiniLM (real weights, two layers) keeps a
+symbolic batch and sequence length through import, pruning and int8, and every backend runs it at
+lengths it was never traced at, without padding."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+import graphopt as go
+from graphopt import models
+
+
+@pytest.fixture(scope="module")
+def minilm() -> tuple[models.TextModel, go.Graph]:
+    text = models.minilm()
+    text.module.bert.encoder.layer = text.module.bert.encoder.layer[:2]
+    ids, mask = text.inputs(models.SENTENCES, 16)
+    n, length = torch.export.Dim("N", min=1, max=64), torch.export.Dim("L", min=2, max=512)
+    graph = go.from_torch(text.module, (ids, mask), dynamic_shapes=({0: n, 1: length}, {0: n, 1: length}))
+    return text, graph
+
+
+def unpadded(text: models.TextModel, sentences: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    batch = text.tokenizer(sentences, return_tensors="np", padding=True)
+    return batch["input_ids"], batch["attention_mask"]
+
+
+SENTENCE_SETS = [["Yes."], models.SENTENCES[:3], [models.HARD_TEXTS[-1]]]  # 4, 14 and 67 tokens
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+
+
+def test_dims_take_the_names_of_torch_export_dims(minilm: tuple) -> None:
+    _, graph = minilm
+    assert [str(v.type) for v in graph.inputs] == ["int64[N, L]", "int64[N, L]"]
+    assert str(graph.outputs[0].type) == "float32[N, 384]"
+
+
+def test_every_backend_runs_every_length(minilm: tuple) -> None:
+    text, graph = minilm
+    session = ort.InferenceSession(go.to_onnx(graph).SerializeToString(), providers=["CPUExecutionProvider"])
+    module = go.to_torch(graph)
+    for sentences in SENTENCE_SETS:
+        ids, mask = unpadded(text, sentences)
+        with torch.no_grad():
+            want = text.module(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+            np.testing.assert_allclose(module(torch.from_numpy(ids), torch.from_numpy(mask)).numpy(), want,
+                                       atol=1e-5)
+        np.testing.assert_allclose(go.interpret(graph, ids, mask)[0], want, atol=1e-5)
+        np.testing.assert_allclose(session.run(None, {"input_ids": ids, "attention_mask": mask})[0], want, atol=1e-5)
+
+
+def test_pruned_int8_keeps_the_dynamic_length_calibrated_on_unpadded_sentences(minilm: tuple) -> None:
+    text, graph = minilm
+    calibration = [unpadded(text, models.varied_sentences(4, seed=k)) for k in range(4)]
+    assert len({c[0].shape[1] for c in calibration}) > 1  # the samples differ in length
+    pruned = go.run_pipeline(graph, "canonicalize,fold-bn,prune{macs=0.6}", calibration=calibration).graph
+    int8 = go.run_pipeline(pruned, "fuse-activation,quantize", calibration=calibration).graph
+    assert [str(v.type) for v in int8.inputs] == ["int64[N, L]", "int64[N, L]"]
+    session = ort.InferenceSession(go.to_onnx(int8).SerializeToString(), providers=["CPUExecutionProvider"])
+    for sentences in SENTENCE_SETS:
+        ids, mask = unpadded(text, sentences)
+        want = go.interpret(pruned, ids, mask)[0]
+        assert cosine(session.run(None, {"input_ids": ids, "attention_mask": mask})[0], want).min() > 0.99
+
+
+def test_an_arange_from_a_symbolic_start_is_a_clear_error() -> None:
+    class Shifted(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + torch.arange(x.shape[1], 2 * x.shape[1])
+
+    x = torch.ones(2, 5)
+    with pytest.raises(go.GraphoptError, match="arange from or by a size computed at run time"):
+        go.from_torch(Shifted(), (x,), dynamic_shapes=({1: torch.export.Dim("L", min=2, max=64)},))
