@@ -67,6 +67,7 @@ class TorchImporter:
         self.symbols: dict[str, str] = {}
         self.node: torch.fx.Node | None = None
         self._consts: dict[tuple[Any, ...], Value] = {}
+        self.decomposed: list[str] = []  # ops torch's table decomposed because no converter took them
 
     # --- helpers used by converters ---------------------------------------------------------------
     @property
@@ -207,10 +208,12 @@ class TorchImporter:
             return SymDim(self.dim(node.meta["val"]))  # size arithmetic on SymInts
         converter = ATEN.get(name)
         if converter is None:
+            origin = f" (from torch's decomposition of {', '.join(self.decomposed)})" if self.decomposed else ""
+            wanted = ", ".join(repr(n.removeprefix("aten.")) for n in (self.decomposed or [name]))
             raise UnsupportedError(
-                f"unsupported op {name} at module {self.loc or '<root>'!r} (node {node.name}); register a converter "
-                f"with @graphopt.frontends.torch.register_aten({name.removeprefix('aten.')!r}) and, if the IR lacks "
-                "the op, graphopt.register_op")
+                f"unsupported op {name}{origin} at module {self.loc or '<root>'!r} (node {node.name}); register a "
+                f"converter with @graphopt.frontends.torch.register_aten({wanted}) and, if the IR lacks the op, "
+                "graphopt.register_op")
         try:
             out = converter(self, node)
         except GraphoptError as e:
@@ -293,25 +296,29 @@ def from_torch(model: Any, example_inputs: Sequence[Any] | None = None, *, dynam
     program = export(model, example_inputs, dynamic_batch, example_kwargs, dynamic_shapes)
     with torch.no_grad():
         program = program.run_decompositions({})  # functionalize; keep conv2d, linear, layer_norm, ...
-        program = _decompose_unconverted(program)
+        program, decomposed = _decompose_unconverted(program)
     label = name or (type(model).__name__ if not isinstance(model, torch.export.ExportedProgram) else "main")
     names = _dim_names(dynamic_shapes, example_kwargs)
-    return TorchImporter(program, label if label.isidentifier() else "main").run(dynamic_batch, names)
+    importer = TorchImporter(program, label if label.isidentifier() else "main")
+    importer.decomposed = decomposed
+    return importer.run(dynamic_batch, names)
 
 
-def _decompose_unconverted(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+def _decompose_unconverted(program: torch.export.ExportedProgram) -> tuple[torch.export.ExportedProgram, list[str]]:
     """Ops without a converter, decomposed by torch's own table into ops that may have one
-    (aten.addcmul, aten.diff); repeated while that makes progress. What is left is the importer's
-    clear error."""
+    (aten.addcmul, aten.diff), while that makes progress; and the ops it decomposed. What is left
+    is the importer's clear error."""
     table = torch.export.default_decompositions()
+    decomposed: list[str] = []
     for _ in range(4):
         missing = {n.target for n in program.graph.nodes if n.op == "call_function"
                    and str(n.target).startswith("aten.") and str(n.target) not in ATEN and n.target in table
                    and not str(n.target).startswith(("aten.sym_", "aten._assert"))}
         if not missing:
             break
+        decomposed += sorted(map(str, missing))
         program = program.run_decompositions({op: table[op] for op in missing})
-    return program
+    return program, decomposed
 
 
 def _dim_names(dynamic_shapes: Any, example_kwargs: dict[str, Any] | None) -> list[dict[int, str]]:
