@@ -247,8 +247,11 @@ for _op, _onnx in {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "exp": 
                    "eq": "Equal", "lt": "Less", "le": "LessOrEqual", "gt": "Greater", "ge": "GreaterOrEqual",
                    "logical_and": "And", "logical_or": "Or", "where": "Where", "matmul": "MatMul",
                    "identity": "Identity", "clone": "Identity", "contiguous": "Identity",
-                   "dropout": "Identity"}.items():
+                   "dropout": "Identity", "softsign": "Softsign", "sign": "Sign", "floor": "Floor",
+                   "ceil": "Ceil"}.items():
     emits(_op)(lambda e, n, t=_onnx: e.simple(n, t))
+for _op, _onnx in {"selu": "Selu", "celu": "Celu", "shrink": "Shrink", "thresholded_relu": "ThresholdedRelu"}.items():
+    emits(_op)(lambda e, n, t=_onnx: e.simple(n, t, **n.attrs))  # the IR's attribute names are ONNX's
 
 
 @emits("einsum")
@@ -650,7 +653,7 @@ def _activation(e: OnnxEmitter, n: Node, y: str) -> None:
         e.add({"relu": "Relu", "hardswish": "HardSwish"}[kind], [y], [out])
 
 
-@emits("conv1d", "conv2d")
+@emits("conv1d", "conv2d", "conv3d")
 def _conv(e: OnnxEmitter, n: Node) -> None:
     a = n.attrs
     y = e.add("Conv", e.ins(n), [_activated(e, n)], strides=list(a["stride"]), pads=list(a["padding"]) * 2,
@@ -697,6 +700,12 @@ def _layer_norm(e: OnnxEmitter, n: Node) -> None:
     if len(ins) == 1:
         ins.append(e.const(np.ones(norm, dtype=n.operands[0].dtype.numpy), hint="ones"))
     e.add("LayerNormalization", ins, [e.out(n)], axis=-len(norm), epsilon=n.attrs["eps"])
+
+
+@emits("local_response_norm")
+def _lrn(e: OnnxEmitter, n: Node) -> None:
+    a = n.attrs
+    e.simple(n, "LRN", size=a["size"], alpha=a["alpha"], beta=a["beta"], bias=a["k"])
 
 
 @emits("group_norm")

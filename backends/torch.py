@@ -175,8 +175,24 @@ for _op, _fn in {"relu": F.relu, "relu6": F.relu6, "sigmoid": torch.sigmoid, "si
                  "minimum": torch.minimum, "fmod": torch.fmod, "remainder": torch.remainder, "eq": torch.eq,
                  "ne": torch.ne, "lt": torch.lt, "le": torch.le, "gt": torch.gt, "ge": torch.ge,
                  "logical_and": torch.logical_and, "logical_or": torch.logical_or, "where": torch.where,
-                 "clone": torch.clone}.items():
+                 "clone": torch.clone, "softsign": F.softsign, "sign": torch.sign, "floor": torch.floor,
+                 "ceil": torch.ceil, "celu": F.celu}.items():
     IMPLS[_op] = _fn
+
+
+@implements("selu")
+def selu(x: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
+    return gamma * torch.where(x > 0, x, alpha * torch.expm1(x.clamp(max=0)))
+
+
+@implements("shrink")
+def shrink(x: torch.Tensor, bias: float, lambd: float) -> torch.Tensor:
+    return torch.where(x < -lambd, x + bias, torch.where(x > lambd, x - bias, torch.zeros_like(x)))
+
+
+@implements("thresholded_relu")
+def thresholded_relu(x: torch.Tensor, alpha: float) -> torch.Tensor:
+    return torch.where(x > alpha, x, torch.zeros_like(x))
 
 
 @implements("identity", "contiguous")
@@ -395,11 +411,11 @@ _ACTIVATIONS: dict[str, Callable[[torch.Tensor, Any], torch.Tensor]] = {
 }
 
 
-@implements("conv1d", "conv2d")
+@implements("conv1d", "conv2d", "conv3d")
 def conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, *, stride: list[int],
          padding: list[int], dilation: list[int], groups: int, activation: str,
          activation_bounds: list[float] | None) -> torch.Tensor:
-    fn = F.conv2d if w.dim() == 4 else F.conv1d
+    fn = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}[w.dim()]
     return _ACTIVATIONS[activation](fn(x, w, b, stride, padding, dilation, groups), activation_bounds)
 
 
@@ -438,6 +454,14 @@ def layer_norm(x: torch.Tensor, w: torch.Tensor | None = None, b: torch.Tensor |
 def group_norm(x: torch.Tensor, w: torch.Tensor | None = None, b: torch.Tensor | None = None, *,
                num_groups: int, eps: float) -> torch.Tensor:
     return F.group_norm(x, num_groups, w, b, eps)
+
+
+@implements("local_response_norm")
+def local_response_norm(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    before = (size - 1) // 2  # ONNX's window, which differs from torch's for an even size
+    squares = F.pad(x * x, [0, 0] * (x.dim() - 2) + [before, size - 1 - before])  # padded channels
+    total = squares.unfold(1, size, 1).sum(-1)
+    return x / (k + alpha / size * total) ** beta
 
 
 @implements("max_pool2d")

@@ -52,6 +52,29 @@ def parse_input_shapes(text: str) -> list[tuple[list[int], str]]:
     return shapes
 
 
+def parse_onnx_shapes(text: str) -> dict[str, list[int | str | None]]:
+    """'x:1x3x48xW' or 'ids:1xL,mask:1xL' -> {input: dims}: an int pins a dim, a name makes it that
+    symbol, ? keeps the file's."""
+    shapes: dict[str, list[int | str | None]] = {}
+    for item in text.split(","):
+        name, colon, dims = item.strip().rpartition(":")
+        if not colon or not name or not dims:
+            raise UsageError(f"bad --input-shape {item!r} for an ONNX file: write INPUT:DIMS, e.g. x:1x3x48xW "
+                             "(an int pins a dim, a name keeps it symbolic under that name, ? keeps the file's)")
+        parsed: list[int | str | None] = []
+        for d in dims.split("x"):
+            if d.isdigit() and int(d) >= 1:
+                parsed.append(int(d))
+            elif d == "?":
+                parsed.append(None)
+            elif d.isidentifier():
+                parsed.append(d)
+            else:
+                raise UsageError(f"bad --input-shape {item!r}: {d!r} is neither a size (1 or more), a name nor ?")
+        shapes[name] = parsed
+    return shapes
+
+
 def load_torch_factory(spec: str, input_shape: str | None, dynamic_batch: bool) -> Graph:
     import importlib
 
@@ -95,7 +118,7 @@ def load_model(spec: str, input_shape: str | None = None, dynamic_batch: bool = 
             return load(path)
         from graphopt.frontends.onnx import from_onnx
 
-        return from_onnx(path)
+        return from_onnx(path, input_shapes=parse_onnx_shapes(input_shape) if input_shape else None)
     if ":" in spec and not path.exists():
         return load_torch_factory(spec, input_shape, dynamic_batch)
     raise UsageError(f"cannot read model {spec!r}: graphopt reads {MODEL_FORMATS}")
@@ -338,7 +361,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def add_torch_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input-shape", help="for torch factories: e.g. 1x3x224x224, or 1x128:int64,1x128:int64")
+    parser.add_argument("--input-shape", help="for torch factories: e.g. 1x3x224x224, or 1x128:int64,1x128:int64; "
+                        "for ONNX files, dims to pin or name: x:1x3x48xW (? keeps the file's)")
     parser.add_argument("--dynamic-batch", action="store_true", help="for torch factories: a symbolic batch dim N")
 
 

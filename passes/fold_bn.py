@@ -24,7 +24,7 @@ from graphopt.ir.value import Value
 from graphopt.pipeline import Contract, Pass, PassContext, PassResult, register_pass
 from graphopt.rewrite import Declined, Pattern, Rewriter, apply_patterns
 
-LAYERS = {"conv1d", "conv2d", "conv_transpose2d", "linear"}
+LAYERS = {"conv1d", "conv2d", "conv3d", "conv_transpose2d", "linear"}
 
 
 def bn_scale_shift(bn: Node) -> tuple[np.ndarray, np.ndarray] | Declined:

@@ -17,7 +17,7 @@ from graphopt.ir.node import Node
 from graphopt.pipeline import Contract, Pass, PassContext, PassResult, register_pass
 from graphopt.rewrite import Declined, Pattern, Rewriter, apply_patterns
 
-LAYERS = {"conv1d", "conv2d", "conv_transpose2d", "linear"}
+LAYERS = {"conv1d", "conv2d", "conv3d", "conv_transpose2d", "linear"}
 
 
 def activation_attrs(node: Node) -> dict[str, Any] | Declined:

@@ -4,6 +4,8 @@ run by the interpreter, written back to ONNX and run by ONNX Runtime at several 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -120,3 +122,15 @@ def test_shape_arithmetic_decided_only_at_run_time_is_a_clear_error() -> None:
     model.graph.output.append(_input("shape_f", [4]))
     with pytest.raises(go.UnsupportedError, match=r"Cast of the symbolic sizes .* pin the dims"):
         go.from_onnx(model)
+
+
+def test_cli_pins_dims_of_an_onnx_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from graphopt.cli import main
+
+    source = tmp_path / "dynamic.onnx"
+    onnx.save(conv_model(["N", 3, "H", "W"]), source)
+    out = tmp_path / "pinned.gir"
+    assert main(["opt", str(source), "--input-shape", "x:1x3x16xwidth", "-p", "dce", "-o", str(out), "-q"]) == 0
+    assert str(go.load(out).inputs[0].type) == "float32[1, 3, 16, width]"
+    assert main(["opt", str(source), "--input-shape", "x:1x3x0xW", "-p", "dce", "-o", str(out), "-q"]) == 2
+    assert "'0' is neither a size (1 or more), a name nor ?" in capsys.readouterr().err

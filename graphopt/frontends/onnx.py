@@ -8,6 +8,7 @@ since the input shapes are known; what reaches the IR is the model's real comput
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,7 @@ class OnnxImporter:
         self.node: onnx.NodeProto | None = None
         self.symbols: dict[str, str] = {}  # the file's dim names -> IR symbols
         self.pins: dict[str, list[Dim | None]] = {}
+        self.read = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
 
     # --- helpers ----------------------------------------------------------------------------------
     @property
@@ -391,6 +393,7 @@ def from_onnx(source: str | os.PathLike[str] | bytes | onnx.ModelProto,
     except (ValueError, EncodeError):
         pass  # a ModelProto over 2 GB: the importer does not need the checker's serialization
     _check_text(model)
+    model = _upgraded(model)
     importer = OnnxImporter(model)
     importer.pins = {k: list(v) for k, v in (input_shapes or {}).items()}
     known = [vi.name for vi in model.graph.input if vi.name not in {i.name for i in model.graph.initializer}]
@@ -398,7 +401,27 @@ def from_onnx(source: str | os.PathLike[str] | bytes | onnx.ModelProto,
     if unknown:
         raise GraphoptError(f"input_shapes names {', '.join(unknown)}, which the model does not take "
                             f"(its inputs: {', '.join(known)})")
-    if importer.opset < 11:
-        raise UnsupportedError(f"ONNX opset {importer.opset} is older than 11; convert it with "
-                            "onnx.version_converter first")
     return importer.run()
+
+
+UPGRADE_TO = 13  # old files are read in this opset's terms
+
+
+def _upgraded(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A model of opset 7 to 10 converted by onnx's version converter (the importer reads opset 11
+    and up), with a warning saying so; older than 7 (which ONNX Runtime no longer runs) is refused."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset >= 11:
+        return model
+    if opset < 7:
+        raise UnsupportedError(f"ONNX opset {opset} is older than 7, the oldest ONNX Runtime runs; re-export the model")
+    from onnx import version_converter
+
+    try:
+        upgraded = version_converter.convert_version(model, UPGRADE_TO)
+    except Exception as e:  # the converter raises RuntimeError or its own C++ errors
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UnsupportedError(f"ONNX opset {opset}: onnx's version converter could not upgrade the model to "
+                               f"opset {UPGRADE_TO} ({first}); re-export it at opset 11 or later") from None
+    warnings.warn(f"ONNX opset {opset} upgraded to {UPGRADE_TO} with onnx.version_converter", stacklevel=3)
+    return upgraded

@@ -21,22 +21,49 @@ from graphopt.ops.layout import reshape_shape
 Importer = OnnxImporter
 
 
-def unary(op: str, *onnx_ops: str) -> None:
+def unary(op: str, *onnx_ops: str, **defaults: float) -> None:
+    """An elementwise op; `defaults` are its ONNX attributes, named as in the IR."""
+
     @register_onnx(*onnx_ops)
     def convert(im: Importer, node: NodeProto) -> Value:
-        return im.emit(op, [im.input(node, 0)])
+        a = im.attrs(node)
+        return im.emit(op, [im.input(node, 0)], {k: float(a.get(k, v)) for k, v in defaults.items()})
 
 
 for _op, _onnx in {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "erf": "Erf", "exp": "Exp", "log": "Log",
                    "sqrt": "Sqrt", "neg": "Neg", "abs": "Abs", "reciprocal": "Reciprocal", "sin": "Sin", "cos": "Cos",
-                   "logical_not": "Not", "hardswish": "HardSwish", "softplus": "Softplus", "identity": "Identity"}.items():
+                   "logical_not": "Not", "hardswish": "HardSwish", "softplus": "Softplus", "identity": "Identity",
+                   "softsign": "Softsign", "sign": "Sign", "floor": "Floor", "ceil": "Ceil"}.items():
     unary(_op, _onnx)
+unary("selu", "Selu", alpha=1.6732632423543772, gamma=1.0507009873554805)
+unary("celu", "Celu", alpha=1.0)
+unary("shrink", "Shrink", bias=0.0, lambd=0.5)
+unary("thresholded_relu", "ThresholdedRelu", alpha=1.0)
+
+
+@register_onnx("Sum", "Mean")
+def sum_mean(im: Importer, node: NodeProto) -> Value:
+    """Variadic: one add per extra operand (and a scale for Mean)."""
+    parts = [im.value(n) for n in node.input if n]
+    total = parts[0]
+    for part in parts[1:]:
+        total = im.emit("add", [total, part])
+    return total if node.op_type == "Sum" or len(parts) == 1 else im.emit("mul", [total, im.scalar(1 / len(parts),
+                                                                                                   total)])
+
+
+@register_onnx("LRN")
+def lrn(im: Importer, node: NodeProto) -> Value:
+    a = im.attrs(node)
+    return im.emit("local_response_norm", [im.input(node, 0)], {
+        "size": int(a["size"]), "alpha": float(a.get("alpha", 1e-4)), "beta": float(a.get("beta", 0.75)),
+        "k": float(a.get("bias", 1.0))})
 
 
 @register_onnx("Dropout")
 def dropout(im: Importer, node: NodeProto) -> list[Value]:
-    if len(node.output) > 1 and node.output[1]:
-        raise UnsupportedError("the Dropout mask output is not supported")
+    if len(node.output) > 1 and node.output[1] in im.read:
+        raise UnsupportedError("the Dropout mask output is read by the model; inference has no mask to give")
     return [im.emit("identity", [im.input(node, 0)])]
 
 
@@ -422,30 +449,44 @@ def range_(im: Importer, node: NodeProto) -> Value:
 
 
 # --- layers -------------------------------------------------------------------------------------------
-def _spatial_pads(im: Importer, node: NodeProto, x: Value, kernel: list[int], strides: list[int],
-                  dilations: list[int]) -> tuple[Value, list[int]]:
-    """Symmetric pads for the IR op; asymmetric or auto pads become an explicit pad node first."""
+def _onnx_pads(im: Importer, node: NodeProto, x: Value, kernel: list[int], strides: list[int],
+               dilations: list[int]) -> list[int]:
+    """ONNX's pads (all begins, then all ends), auto_pad resolved: SAME pads depend on the size
+    only for a stride above 1."""
     a = im.attrs(node)
     nsp = len(kernel)
     auto = a.get("auto_pad", "NOTSET")
     if auto not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
         raise GraphoptError(f"auto_pad {auto!r} is not one of NOTSET, VALID, SAME_UPPER, SAME_LOWER")
-    if auto in ("SAME_UPPER", "SAME_LOWER"):
-        pads = [0] * (2 * nsp)
-        sizes = im.static_dims(x, range(2, 2 + nsp), f"auto_pad={auto}")
-        for i, size in enumerate(sizes):
+    if auto not in ("SAME_UPPER", "SAME_LOWER"):
+        return [0] * (2 * nsp) if auto == "VALID" else im.ints_attr(a, "pads", 2 * nsp, 0)
+    pads = [0] * (2 * nsp)
+    for i in range(nsp):
+        if strides[i] == 1:
+            total = dilations[i] * (kernel[i] - 1)
+        else:
+            (size,) = im.static_dims(x, [2 + i], f"auto_pad={auto} with stride {strides[i]}")
             total = max(0, (-(-size // strides[i]) - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1 - size)
-            small, big = total // 2, total - total // 2
-            pads[i], pads[nsp + i] = (small, big) if auto == "SAME_UPPER" else (big, small)
-    else:
-        pads = [0] * (2 * nsp) if auto == "VALID" else im.ints_attr(a, "pads", 2 * nsp, 0)
+        small, big = total // 2, total - total // 2
+        pads[i], pads[nsp + i] = (small, big) if auto == "SAME_UPPER" else (big, small)
+    return pads
+
+
+def _padded(im: Importer, x: Value, pads: list[int], fill: float = 0.0) -> tuple[Value, list[int]]:
+    """Symmetric pads for the IR op; asymmetric ones become an explicit pad node (of `fill`) first."""
+    nsp = len(pads) // 2
     begin, end = pads[:nsp], pads[nsp:]
     if begin == end:
         return x, begin
     torch_pad: list[int] = []
     for i in range(nsp - 1, -1, -1):
         torch_pad += [begin[i], end[i]]
-    return im.emit("pad", [x], {"pad": torch_pad}), [0] * nsp
+    return im.emit("pad", [x], {"pad": torch_pad, "value": fill}), [0] * nsp
+
+
+def _spatial_pads(im: Importer, node: NodeProto, x: Value, kernel: list[int], strides: list[int],
+                  dilations: list[int]) -> tuple[Value, list[int]]:
+    return _padded(im, x, _onnx_pads(im, node, x, kernel, strides, dilations))
 
 
 @register_onnx("Conv")
@@ -455,7 +496,7 @@ def conv(im: Importer, node: NodeProto) -> Value:
     nsp = w.type.rank - 2
     if nsp < 1:
         raise GraphoptError(f"a Conv weight has rank 3 or more, got {w.type}")
-    if nsp > 2:
+    if nsp > 3:
         raise UnsupportedError(f"{nsp}-d convolution is not supported (weight {w.type})")
     if x.type.rank != w.type.rank:
         raise GraphoptError(f"input {x.type} and weight {w.type} of a convolution must have the same rank")
@@ -495,7 +536,11 @@ def gemm(im: Importer, node: NodeProto) -> Value:
     b_name = node.input[1]
     bias = None
     if im.has(node, 2):
-        c = im.input(node, 2)
+        constant = im.consts.get(node.input[2])
+        if constant is not None and constant.ndim == 2 and constant.shape[0] == 1:  # a [1, n] bias is [n]
+            c = im.value(im.store(constant.reshape(-1)))
+        else:
+            c = im.input(node, 2)
         bias = c if beta == 1.0 else im.emit("mul", [c, im.scalar(beta, c)])
     if a.get("transB", 0) and alpha == 1.0 and (bias is None or bias.type.rank <= 1):
         w = im.value(b_name)
@@ -540,20 +585,37 @@ def instance_norm(im: Importer, node: NodeProto) -> Value:
 
 
 def _pool(im: Importer, node: NodeProto, op: str, **extra: Any) -> Value:
+    """2-d pooling; 1-d pooling is the same over [N, C, 1, L]."""
     a = im.attrs(node)
     x = im.input(node, 0)
     kernel = list(a["kernel_shape"])
-    if len(kernel) != 2:
-        raise UnsupportedError(f"{len(kernel)}-d pooling is not supported")
-    strides, dilations = im.ints_attr(a, "strides", 2, 1), im.ints_attr(a, "dilations", 2, 1)
-    pads = im.ints_attr(a, "pads", 4, 0)
-    if a.get("auto_pad", "NOTSET") != "NOTSET" or pads[:2] != pads[2:]:
-        raise UnsupportedError("pooling with auto_pad or asymmetric pads is not supported")
-    attrs = {"kernel_size": kernel, "stride": strides, "padding": pads[:2], "ceil_mode": bool(a.get("ceil_mode", 0)),
-             **extra}
+    if len(kernel) not in (1, 2):
+        raise UnsupportedError(f"{len(kernel)}-d pooling is not supported (1-d and 2-d are)")
+    nsp = len(kernel)
+    strides, dilations = im.ints_attr(a, "strides", nsp, 1), im.ints_attr(a, "dilations", nsp, 1)
+    pads = _onnx_pads(im, node, x, kernel, strides, dilations)
+    if nsp == 1:
+        flat = im.emit("unsqueeze", [x], {"dim": 2})
+        pooled = _pool2d(im, flat, op, [1, *kernel], [1, *strides], [1, *dilations], [0, pads[0], 0, pads[1]],
+                         bool(a.get("ceil_mode", 0)), extra)
+        return im.emit("squeeze", [pooled], {"dims": [2]})
+    return _pool2d(im, x, op, kernel, strides, dilations, pads, bool(a.get("ceil_mode", 0)), extra)
+
+
+def _pool2d(im: Importer, x: Value, op: str, kernel: list[int], strides: list[int], dilations: list[int],
+            pads: list[int], ceil_mode: bool, extra: dict[str, Any]) -> Value:
+    attrs = {"kernel_size": kernel, "stride": strides, "ceil_mode": ceil_mode, **extra}
     if op == "max_pool2d":
-        attrs["dilation"] = dilations
-    return im.emit(op, [x], attrs)
+        x, attrs["padding"] = _padded(im, x, pads, float("-inf"))
+        return im.emit(op, [x], {**attrs, "dilation": dilations})
+    padded, attrs["padding"] = _padded(im, x, pads)
+    if padded is x or extra["count_include_pad"]:
+        return im.emit(op, [padded], attrs)
+    # asymmetric pads left out of the count: the window sum over the count of real pixels in it
+    ones = im.emit("full_like", [x], {"value": 1.0})
+    counted = im.emit(op, [_padded(im, ones, pads)[0]], {**attrs, "count_include_pad": True})
+    summed = im.emit(op, [padded], {**attrs, "count_include_pad": True})
+    return im.emit("div", [summed, counted])
 
 
 @register_onnx("MaxPool")

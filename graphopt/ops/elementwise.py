@@ -72,6 +72,12 @@ def unary(
     )
 
 
+def _numeric(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    if types[0].dtype is DType.bool:
+        raise ShapeError("expects a numeric operand, got bool")
+    return types[0]
+
+
 unary("relu", lambda x: np.maximum(x, 0))
 unary("relu6", lambda x: np.clip(x, 0, 6))
 unary("leaky_relu", lambda x, negative_slope: np.where(x >= 0, x, x * negative_slope),
@@ -90,13 +96,18 @@ unary("hardswish", lambda x: x * np.clip(x + 3, 0, 6) / 6)
 unary("softplus", softplus, {"beta": attr_float(1.0), "threshold": attr_float(20.0)})
 unary("mish", lambda x: x * np.tanh(softplus(x)))
 unary("tanh", np.tanh)
+unary("selu", lambda x, alpha, gamma: gamma * np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0))),
+      {"alpha": attr_float(1.6732632423543772), "gamma": attr_float(1.0507009873554805)})
+unary("celu", lambda x, alpha: np.maximum(x, 0) + np.minimum(0, alpha * np.expm1(np.minimum(x, 0) / alpha)),
+      {"alpha": attr_float(1.0)})
+unary("shrink", lambda x, bias, lambd: np.where(x < -lambd, x + bias, np.where(x > lambd, x - bias, 0)),
+      {"bias": attr_float(0.0), "lambd": attr_float(0.5)})
+unary("thresholded_relu", lambda x, alpha: np.where(x > alpha, x, 0), {"alpha": attr_float(1.0)})
+unary("softsign", lambda x: x / (1 + np.abs(x)))
+unary("sign", np.sign, infer=_numeric)
+unary("floor", np.floor, sample=False)
+unary("ceil", np.ceil, sample=False)
 unary("erf", erf)
-def _numeric(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType:
-    if types[0].dtype is DType.bool:
-        raise ShapeError("expects a numeric operand, got bool")
-    return types[0]
-
-
 unary("neg", np.negative, infer=_numeric)
 unary("abs", np.abs, infer=_numeric)
 unary("sin", np.sin)

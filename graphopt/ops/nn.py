@@ -187,7 +187,7 @@ def _sample_conv2d(s: Sampler) -> Any:
     return operands, {"stride": (stride, stride), "padding": (pad, pad), "groups": groups}
 
 
-for _nsp in (1, 2):
+for _nsp in (1, 2, 3):
     define(f"conv{_nsp}d", _conv_infer(_nsp), with_activation(conv), attrs=_conv_attrs(_nsp), arity=(2, 3),
            verify=verify_activation,
            canonicalize=per_dim(_nsp, "stride", "padding", "dilation"),
@@ -393,6 +393,28 @@ def group_norm(x: np.ndarray, w: np.ndarray | None = None, b: np.ndarray | None 
 
 define("group_norm", _group_norm, group_norm, arity=(1, 3), channel=ChannelRule.NORM,
        attrs={"num_groups": attr_int(), "eps": attr_float(1e-5)})
+
+
+def _lrn(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    need_float(types[0])
+    if types[0].rank < 3 or attrs["size"] < 1:
+        raise ShapeError(f"local_response_norm needs an N, C, ... input and size >= 1, got {types[0]}, "
+                         f"size {attrs['size']}")
+    return types[0]
+
+
+def local_response_norm(x: np.ndarray, size: int, alpha: float, beta: float, k: float) -> np.ndarray:
+    """ONNX LRN: x / (k + alpha / size * sum of x^2 over the channels c - (size-1)//2 ... c + size//2)^beta."""
+    before = (size - 1) // 2
+    widths = [(0, 0), (before, size - 1 - before)] + [(0, 0)] * (x.ndim - 2)
+    squares = np.pad(x.astype(np.float64) ** 2, widths)
+    total = sum(squares[:, i : i + x.shape[1]] for i in range(size))
+    return (x / (k + alpha / size * total) ** beta).astype(x.dtype)
+
+
+define("local_response_norm", _lrn, local_response_norm, channel=ChannelRule.OPAQUE,
+       attrs={"size": attr_int(), "alpha": attr_float(1e-4), "beta": attr_float(0.75), "k": attr_float(1.0)},
+       doc="Local response normalization across channels (AlexNet-era CNNs; ONNX LRN's window).")
 
 
 # --- pooling -------------------------------------------------------------------------------------------
