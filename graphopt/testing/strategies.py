@@ -165,3 +165,28 @@ def residual_graphs(draw: Callable[[st.SearchStrategy[Any]], Any], *, max_blocks
             x = graph.create("add", [x, h]).result
     graph.outputs = [*graph.outputs, x]
     return graph
+
+
+def with_symbolic_sizes(graph: Graph) -> tuple[Graph, dict[str, int]] | None:
+    """`graph` rebuilt with its image inputs' H and W (and a sequence's length) made the symbols H,
+    W and L, every type inferred again; with the sizes they stood for. None when an op's attributes
+    pin a size (a reshape to static numbers, a split of a spatial axis): the graph only fits that size."""
+    out, sizes, mapping = Graph(graph.name), {}, {}
+    for v in graph.inputs:
+        names = ("H", "W") if v.type.rank == 4 else ("L",) if v.type.rank == 3 else ()
+        shape = list(v.shape)
+        for axis, name in zip(range(v.type.rank - len(names), v.type.rank), names):
+            if sizes.setdefault(name, shape[axis]) != shape[axis]:  # type: ignore[arg-type]
+                return None
+            shape[axis] = name
+        mapping[id(v)] = out.add_input(v.type.with_shape(shape), v.name)
+    for p in graph.parameters:
+        mapping[id(p)] = out.add_parameter(p.data, p.name) if p.data is not None else out.declare_parameter(p.type, p.name)
+    for node in graph:
+        try:
+            created = out.create(node.op, [mapping[id(v)] for v in node.operands], node.attrs, loc=node.loc)
+        except GraphoptError:
+            return None
+        mapping.update((id(old), new) for old, new in zip(node.results, created.results))
+    out.outputs = [mapping[id(v)] for v in graph.outputs]
+    return out, sizes
