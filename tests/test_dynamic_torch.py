@@ -77,3 +77,40 @@ def test_an_arange_from_a_symbolic_start_is_a_clear_error() -> None:
     x = torch.ones(2, 5)
     with pytest.raises(go.GraphoptError, match="arange from or by a size computed at run time"):
         go.from_torch(Shifted(), (x,), dynamic_shapes=({1: torch.export.Dim("L", min=2, max=64)},))
+
+
+@pytest.fixture(scope="module")
+def resnet18_hw() -> go.Graph:
+    import torchvision
+
+    size = {2: torch.export.Dim("H", min=33, max=512), 3: torch.export.Dim("W", min=33, max=512)}
+    return go.from_torch(torchvision.models.resnet18().eval(), (torch.randn(1, 3, 96, 96),), dynamic_shapes=(size,))
+
+
+@pytest.mark.parametrize("pipeline", ["canonicalize,fold-bn", "canonicalize,fold-bn,prune{macs=0.5}",
+                                      "canonicalize,fold-bn,remove-blocks{count=2}",
+                                      "canonicalize,fold-bn,sparsify{ratio=0.5}",
+                                      "canonicalize,fold-bn,fuse-activation,quantize"])
+def test_passes_keep_a_cnns_symbolic_height_and_width(resnet18_hw: go.Graph, pipeline: str) -> None:
+    graph = resnet18_hw
+    assert str(graph.inputs[0].type) == "float32[1, 3, H, W]"
+    rng = np.random.default_rng(0)
+    calibration = [(rng.standard_normal((1, 3, h, w)).astype(np.float32),) for h, w in [(64, 80), (96, 96), (72, 120)]]
+    result = go.run_pipeline(graph, pipeline, calibration=calibration).graph
+    assert str(result.inputs[0].type) == "float32[1, 3, H, W]"
+    session = ort.InferenceSession(go.to_onnx(result).SerializeToString(), providers=["CPUExecutionProvider"])
+    for h, w in [(64, 64), (100, 77)]:
+        x = rng.standard_normal((1, 3, h, w)).astype(np.float32)
+        got = session.run(None, {"x": x})[0]
+        if pipeline.endswith("quantize"):  # int8 against the float model
+            assert cosine(got, go.interpret(graph, x)[0]).min() > 0.98
+        else:
+            np.testing.assert_allclose(got, go.interpret(result, x)[0], atol=1e-4)
+
+
+def test_dims_torch_cannot_keep_in_their_range_are_a_clear_error() -> None:
+    import torchvision
+
+    size = {2: torch.export.Dim("H", min=32, max=512)}
+    with pytest.raises(go.UnsupportedError, match=r"Not all values of H .*; narrow the Dims' ranges .*Dim\.AUTO"):
+        go.from_torch(torchvision.models.resnet18().eval(), (torch.randn(1, 3, 96, 96),), dynamic_shapes=(size,))

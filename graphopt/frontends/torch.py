@@ -270,10 +270,17 @@ def export(model: Any, example_inputs: Sequence[Any] | None, dynamic_batch: bool
     try:
         return torch.export.export(model, args, kwargs or None, dynamic_shapes=dynamic)
     except Exception as e:  # torch raises many types for untraceable code
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        hint = ("data-dependent control flow or shapes: rewrite the branch with torch.cond or make it depend only on "
-                "shapes" if "data-dependent" in str(e).lower() or "guard" in str(e).lower() else
-                "see the message; graphopt traces models with torch.export")
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        first = lines[0]
+        if "Constraints violated" in first:  # torch's reasons follow as "  - ..." lines
+            reasons = [line.strip(" -") for line in lines if line.startswith("  - ")][:3]
+            hint = ("; ".join(reasons) + "; narrow the Dims' ranges to what the model accepts, or give "
+                    "torch.export.Dim.AUTO")
+        elif "data-dependent" in str(e).lower() or "guard" in str(e).lower():
+            hint = ("data-dependent control flow or shapes: rewrite the branch with torch.cond or make it depend only "
+                    "on shapes")
+        else:
+            hint = "see the message; graphopt traces models with torch.export"
         raise UnsupportedError(f"torch.export could not trace {type(model).__name__}: {type(e).__name__}: {first} "
                             f"({hint})") from e
 

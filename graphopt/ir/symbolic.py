@@ -169,6 +169,10 @@ def _divide(op: str, a: Dim, b: Dim) -> Dim:
     exact = _exact_quotient(ea, eb)
     if exact is not None:
         return 0 if op == "%" else dim(exact)
+    nested = _lone_atom(ea)
+    if op != "%" and nested is not None and nested[0] == op and (eb.constant or 0) > 0 \
+            and (nested[2].constant or 0) > 0:  # (a // b) // c = a // (b * c) for positive b, c
+        return _divide(op, nested[1], nested[2].constant * eb.constant)
     if eb.constant is not None and eb.constant > 0:  # (c*q + r) // c = q + r // c
         c = eb.constant
         whole = {m: k // c for m, k in ea.terms if k % c == 0}
@@ -180,6 +184,13 @@ def _divide(op: str, a: Dim, b: Dim) -> Dim:
             remainder = Expr({((op, rest, eb),): 1})
             return dim(remainder) if op == "%" else add(Expr(whole), remainder)
     return dim(Expr({((op, ea, eb),): 1}))
+
+
+def _lone_atom(e: Expr) -> tuple | None:
+    """The operation `e` is, when it is one with coefficient 1."""
+    if len(e.terms) == 1 and e.terms[0][1] == 1 and len(e.terms[0][0]) == 1 and isinstance(e.terms[0][0][0], tuple):
+        return e.terms[0][0][0]
+    return None
 
 
 def floordiv(a: Dim, b: Dim) -> Dim:
