@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/bench_pass_manager.py
 	$(VENV)/bin/python benchmarks/bench_fold.py
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python benchmarks/bench_int8.py
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python benchmarks/bench_dynamic.py
 
 coverage: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python benchmarks/coverage.py

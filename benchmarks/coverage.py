@@ -5,11 +5,14 @@ as the peers in the same run.
 Columns: from_torch (torch.export -> IR); interpreter vs eager; to_onnx run by ONNX Runtime vs eager;
 to_torch (fx GraphModule) vs eager; from_onnx(to_onnx(g)) through the interpreter vs eager; node
 counts after `canonicalize,fold-bn`, the batch norms still following a conv or linear (should be 0),
-and the folded graph vs eager. A path passes when its max abs
+and the folded graph vs eager; dynamic: traced with torch.export.Dim.AUTO on the batch and H, W
+(MiniLM: the sequence length), the dims that stay symbolic, and the worst error of the interpreter,
+ONNX Runtime and to_torch at three other sizes. A path passes when its max abs
 error is within 1e-4 of the output scale (max |eager output|).
 
     python benchmarks/coverage.py                 # everything (about an hour on 2 cores)
     python benchmarks/coverage.py --models resnet18 minilm --no-peers
+    python benchmarks/coverage.py --resume --add-dynamic   # the dynamic column for rows without it
 
 Results go to benchmarks/results/coverage.jsonl (one line a model; --resume skips done ones),
 benchmarks/results/coverage.md, and the table in benchmarks/README.md."""
@@ -108,6 +111,7 @@ def check_model(name: str, peers: bool) -> dict[str, Any]:
     step("onnx", onnx_paths)
     step("to_torch", torch_module)
     step("fold", lambda: row.update(folded(graph, arrays, want)))
+    step("dynamic", lambda: row.update(dynamic(name, module)))
     if peers:
         for label, dynamo in (("dynamo", True), ("legacy", False)):
             row.update(peer_export(module, inputs, label, dynamo))
@@ -126,6 +130,49 @@ def folded(graph: Any, arrays: list[np.ndarray], want: np.ndarray) -> dict[str, 
             "bn_after_layer": after_layer, "folded_err": relative_error(go.interpret(result.graph, *arrays)[0], want)}
 
 
+DYNAMIC_SIZES = {"image": [(1, 224, 224), (2, 160, 192), (1, 256, 288)], "text": [(1, 5), (2, 37), (1, 128)]}
+
+
+def dynamic(name: str, module: torch.nn.Module) -> dict[str, Any]:
+    """Traced with symbolic batch and H, W (or sequence length) where the model lets them be
+    symbolic; the worst error of every path at three sizes it was not traced at."""
+    import onnxruntime as ort
+
+    import graphopt as go
+    from graphopt import models
+
+    auto = torch.export.Dim.AUTO
+    text = models.minilm() if name == "minilm" else None
+    if text is not None:
+        example = text.inputs(models.SENTENCES * 2, 16)
+        spec: tuple[dict[int, Any], ...] = tuple({0: auto, 1: auto} for _ in example)
+    else:
+        size = 299 if name.startswith("inception") else 224
+        example = (torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1)),)
+        spec = ({0: auto, 2: auto, 3: auto},)
+    graph, seconds = timed(lambda: go.from_torch(module, example, dynamic_shapes=spec))
+    session = ort.InferenceSession(go.to_onnx(graph).SerializeToString(), providers=["CPUExecutionProvider"])
+    fx_module = go.to_torch(graph).eval()
+    generator = torch.Generator().manual_seed(2)
+    worst, ran = 0.0, []
+    for planned in DYNAMIC_SIZES["text" if text is not None else "image"]:
+        if text is not None:
+            inputs = text.inputs(models.varied_texts(planned[0], seed=3), planned[1])
+        else:  # a dim the model kept static keeps its size
+            shape = [p if isinstance(d, str) else d for d, p in zip(graph.inputs[0].shape, (planned[0], 3, *(
+                s + size - 224 for s in planned[1:])))]
+            inputs = (torch.randn(shape, generator=generator),)
+        arrays = [x.numpy() for x in inputs]
+        with torch.no_grad():
+            want = module(*inputs).numpy().astype(np.float64)
+            feeds = dict(zip([i.name for i in session.get_inputs()], arrays))
+            outs = [go.interpret(graph, *arrays)[0], session.run(None, feeds)[0], fx_module(*inputs)]
+        worst = max(worst, *(relative_error(o, want) for o in outs))
+        ran.append("x".join(map(str, inputs[0].shape)))
+    return {"dynamic_input": str(graph.inputs[0].type), "dynamic_symbols": len(graph.symbols()), "dynamic_sizes": ran,
+            "dynamic_err": worst, "dynamic_s": seconds}
+
+
 def peer_export(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], label: str, dynamo: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -142,7 +189,7 @@ def peer_export(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], label
 def passed(row: dict[str, Any], key: str) -> str:
     value = row.get(key)
     step = {"interp_err": "interp", "ort_err": "onnx", "from_onnx_err": "onnx", "to_torch_err": "to_torch",
-            "folded_err": "fold"}[key]
+            "folded_err": "fold", "dynamic_err": "dynamic"}[key]
     if f"{step}_failure" in row and value is None:
         return f"**fails: {row[step + '_failure'][:80]}**"
     if value is None:
@@ -153,11 +200,11 @@ def passed(row: dict[str, Any], key: str) -> str:
 def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| model | nodes | from_torch s | interp err | ORT err | to_torch err | from_onnx err "
              "| nodes after canonicalize,fold-bn | BN left after conv/linear | folded err | torch.onnx dynamo s "
-             "| torch.onnx legacy s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| torch.onnx legacy s | dynamic input | dynamic err (3 sizes) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | **{r['error']}** ||||||||||")
+            lines.append(f"| {r['model']} | **{r['error']}** ||||||||||||")
             continue
 
         def peer(label: str, r: dict[str, Any] = r) -> str:
@@ -168,14 +215,20 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append(f"| {r['model']} | {r['nodes']} | {r['from_torch_s']:.1f} | {passed(r, 'interp_err')} "
                      f"| {passed(r, 'ort_err')} | {passed(r, 'to_torch_err')} | {passed(r, 'from_onnx_err')} "
                      f"| {r.get('nodes_folded', '-')} | {r.get('bn_after_layer', '-')} | {passed(r, 'folded_err')} "
-                     f"| {peer('dynamo')} | {peer('legacy')} |")
+                     f"| {peer('dynamo')} | {peer('legacy')} | {r.get('dynamic_input', '-')} "
+                     f"| {passed(r, 'dynamic_err')} |")
     return "\n".join(lines)
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
     keys = ("interp_err", "ort_err", "to_torch_err", "from_onnx_err", "folded_err")
     ok = [r for r in rows if "error" not in r and all(r.get(k, 1.0) <= TOLERANCE for k in keys)]
-    parts = [f"{len(ok)}/{len(rows)} models pass every graphopt column"]
+    parts = [f"{len(ok)}/{len(rows)} models pass every static graphopt column"]
+    tried = [r for r in rows if "dynamic_err" in r or "dynamic_failure" in r]
+    if tried:
+        good = [r for r in tried if (r.get("dynamic_err") or 1.0) <= TOLERANCE]
+        spatial = [r for r in good if r.get("dynamic_symbols", 0) >= 3]
+        parts.append(f"dynamic: {len(good)}/{len(tried)} run at three new sizes ({len(spatial)} with symbolic H and W)")
     for label in ("dynamo", "legacy"):
         tried = [r for r in rows if f"{label}_ok" in r]
         if tried:
@@ -204,6 +257,23 @@ def add_fold_columns(done: dict[str, dict[str, Any]], log: Path) -> None:
         gc.collect()
 
 
+def add_dynamic_column(done: dict[str, dict[str, Any]], log: Path) -> None:
+    """Fill in the dynamic column of rows recorded before it existed."""
+    for name, row in done.items():
+        if "dynamic_err" in row or "dynamic_failure" in row or "error" in row:
+            continue
+        print(f"dynamic column for {name} ...", file=sys.stderr, flush=True)
+        module, _ = load(name)
+        try:
+            row.update(dynamic(name, module))
+        except Exception as e:
+            row["dynamic_failure"] = f"{type(e).__name__}: {str(e)[:300]}"
+        print(f"    {json.dumps({k: v for k, v in row.items() if k.startswith('dynamic')})}", file=sys.stderr,
+              flush=True)
+        log.write_text("".join(json.dumps(r) + "\n" for r in done.values()))
+        gc.collect()
+
+
 def main() -> None:
     from graphopt import models
 
@@ -212,6 +282,7 @@ def main() -> None:
     parser.add_argument("--no-peers", action="store_true", help="skip torch.onnx.export")
     parser.add_argument("--resume", action="store_true", help="skip models already in coverage.jsonl")
     parser.add_argument("--add-fold", action="store_true", help="add the fold columns to rows that lack them")
+    parser.add_argument("--add-dynamic", action="store_true", help="add the dynamic column to rows that lack it")
     args = parser.parse_args()
     names = args.models or [*models.torchvision_classifiers(), "minilm"]
     RESULTS.mkdir(exist_ok=True)
@@ -222,6 +293,8 @@ def main() -> None:
         log.write_text("")
     if args.add_fold:
         add_fold_columns(done, log)
+    if args.add_dynamic:
+        add_dynamic_column(done, log)
     for i, name in enumerate(names, 1):
         if name in done:
             continue

@@ -71,6 +71,7 @@ def test_equal_polynomials_are_equal_dims(a: Any, b: Any, c: Any) -> None:
     ("(W + 1) // 2", "(W + 1) // 2"), ("ceildiv(2*H + 1, 2)", "H + 1"), ("max(H + 2, H)", "H + 2"),
     ("H - H", "0"), ("2*(W // 2)", "2*(W // 2)"), ("H*W - W*H + L", "L"), ("(H*W) // W", "H"),
     ("min(L, 8)", "min(L, 8)"), ("(H - 1) // 2 // 2", "(H - 1) // 4"), ("ceildiv(ceildiv(W, 2), 3)", "ceildiv(W, 6)"),
+    ("(H // 4 - 2) // 2 + 1", "H // 8"),
 ])
 def test_simplification_and_printing(text: str, printed: str) -> None:
     d = sym.parse_dim(text)

@@ -177,12 +177,9 @@ def _divide(op: str, a: Dim, b: Dim) -> Dim:
         c = eb.constant
         whole = {m: k // c for m, k in ea.terms if k % c == 0}
         rest = Expr({m: k for m, k in ea.terms if k % c})
-        if whole:
-            if rest.constant is not None:
-                part = _divide(op, rest.constant, c)
-                return part if op == "%" else add(Expr(whole), part)
-            remainder = Expr({((op, rest, eb),): 1})
-            return dim(remainder) if op == "%" else add(Expr(whole), remainder)
+        if whole:  # the rest has no term c divides, so this recursion ends
+            part = _divide(op, dim(rest), c)
+            return part if op == "%" else add(Expr(whole), part)
     return dim(Expr({((op, ea, eb),): 1}))
 
 
