@@ -7,6 +7,7 @@ ONNX Runtime running the original file, through the interpreter, to_onnx and to_
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -157,3 +158,48 @@ def test_a_dropout_mask_that_is_read_is_a_clear_error() -> None:
              helper.make_node("Add", ["d", "m"], ["y"])]
     with pytest.raises(go.UnsupportedError, match="Dropout mask output is read by the model"):
         go.from_onnx(model_of(nodes, [2, 3], []))
+
+
+LIGHT_ZOO = sorted((Path(onnx.__file__).parent / "backend" / "test" / "data" / "light").glob("light_*.onnx"))
+
+
+def with_random_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The onnx package's 'light' model zoo builds each weight with ConstantOfShape of one value,
+    which makes every output the same; random initializers of those shapes make the check bite."""
+    rng = np.random.default_rng(0)
+    consts = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    kept, made = [], []
+    for node in model.graph.node:
+        if node.op_type == "ConstantOfShape" and node.input[0] in consts:
+            shape = [int(d) for d in consts[node.input[0]]]
+            fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+            values = np.abs(rng.standard_normal(shape)) + 0.5 if len(shape) == 1 else \
+                rng.standard_normal(shape) / np.sqrt(fan_in)  # 1-d: batch-norm scales and variances stay positive
+            made.append(numpy_helper.from_array(values.astype(np.float32), node.output[0]))
+        else:
+            kept.append(node)
+    model.graph.ClearField("node")
+    model.graph.node.extend(kept)
+    model.graph.initializer.extend(made)
+    model.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in made)  # IR v3
+    return model
+
+
+@pytest.mark.parametrize("path", LIGHT_ZOO, ids=[p.stem for p in LIGHT_ZOO])
+def test_the_classic_model_zoo_shipped_with_onnx_imports_and_matches(path: Path) -> None:
+    """Caffe2-era exports (opset 9, IR version 3, initializers listed as inputs) as the onnx pip
+    package ships them, run against ONNX Runtime on the same file."""
+    model = with_random_weights(onnx.load(str(path)))
+    inits = {i.name for i in model.graph.initializer}
+    data = next(i for i in model.graph.input if i.name not in inits)
+    x = RNG.standard_normal([d.dim_value for d in data.type.tensor_type.shape.dim]).astype(np.float32)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {data.name: x})[0]
+    assert want.std() > 1e-4  # the outputs differ from item to item
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = go.from_onnx(model)
+    scale = float(np.abs(want).max())
+    np.testing.assert_allclose(go.interpret(graph, x)[0], want, atol=1e-4 * scale)
+    ours = ort.InferenceSession(go.to_onnx(graph).SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(ours.run(None, {graph.inputs[0].name: x})[0], want, atol=1e-4 * scale)
