@@ -813,7 +813,7 @@ def _interpolate(e: OnnxEmitter, n: Node) -> None:
     if a["scales"]:
         inputs = [e.ins(n)[0], "", e.const(np.asarray([1.0, 1.0, *a["scales"]], np.float32), hint="scales")]
     else:
-        inputs = [e.ins(n)[0], "", "", e.ints([int(d) for d in n.result.shape], "sizes")]  # type: ignore[call-overload]
+        inputs = [e.ins(n)[0], "", "", e.shape(n.result.shape)]
     e.add("Resize", inputs, [e.out(n)], mode=mode, **extra)
 
 

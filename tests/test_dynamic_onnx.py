@@ -134,3 +134,25 @@ def test_cli_pins_dims_of_an_onnx_file(tmp_path: Path, capsys: pytest.CaptureFix
     assert str(go.load(out).inputs[0].type) == "float32[1, 3, 16, width]"
     assert main(["opt", str(source), "--input-shape", "x:1x3x0xW", "-p", "dce", "-o", str(out), "-q"]) == 2
     assert "'0' is neither a size (1 or more), a name nor ?" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("scale,attrs", [(2.0, {"mode": "nearest", "coordinate_transformation_mode": "asymmetric",
+                                                "nearest_mode": "floor"}),
+                                         (1.5, {"mode": "linear", "coordinate_transformation_mode": "half_pixel"})])
+def test_resize_by_scales_keeps_symbolic_sizes(scale: float, attrs: dict) -> None:
+    scales = numpy_helper.from_array(np.asarray([1, 1, scale, scale], np.float32), "scales")
+    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], **attrs)
+    graph = helper.make_graph([node], "resize", [_input("x", ["N", 2, "H", "W"])], [_input("y", [None] * 4)],
+                              [scales])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    imported = go.from_onnx(model)
+    assert str(imported.outputs[0].type) == ("float32[N, 2, 2*H, 2*W]" if scale == 2 else
+                                             "float32[N, 2, 3*H // 2, 3*W // 2]")
+    peer = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ours = ort.InferenceSession(go.to_onnx(imported).SerializeToString(), providers=["CPUExecutionProvider"])
+    for n, h, w in SIZES:
+        x = RNG.standard_normal((n, 2, h, w)).astype(np.float32)
+        want = peer.run(None, {"x": x})[0]
+        np.testing.assert_allclose(go.interpret(imported, x)[0], want, atol=1e-5)
+        np.testing.assert_allclose(ours.run(None, {"x": x})[0], want, atol=1e-5)

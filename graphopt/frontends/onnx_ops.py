@@ -4,6 +4,7 @@ from either place)."""
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -658,6 +659,14 @@ def prelu(im: Importer, node: NodeProto) -> Value:
     return im.emit("add", [im.emit("relu", [x]), im.emit("mul", [negative, slope])])
 
 
+def _scaled(size: Dim, scale: float) -> Dim:
+    """floor(size * scale); for a symbolic size, with the scale as the exact fraction it is."""
+    if isinstance(size, int):
+        return int(np.floor(size * scale))
+    ratio = Fraction(scale)
+    return sym.floordiv(sym.mul(size, ratio.numerator), ratio.denominator)
+
+
 @register_onnx("Resize", "Upsample")
 def resize(im: Importer, node: NodeProto) -> Value:
     a = im.attrs(node)
@@ -676,13 +685,12 @@ def resize(im: Importer, node: NodeProto) -> Value:
         raise GraphoptError(f"sizes {sizes} must be {x.type.rank} positive sizes")
     if x.type.rank != 4 or (scales is not None and tuple(scales[:2]) != (1.0, 1.0)):
         raise UnsupportedError("Resize is supported on the spatial dims of NCHW tensors only")
-    in_size = im.static_dims(x, [2, 3], "Resize")
-    size = sizes[2:] if sizes else [int(np.floor(i * s)) for i, s in zip(in_size, scales[2:])]
+    size = sizes[2:] if sizes else [_scaled(d, float(s)) for d, s in zip(x.shape[2:], scales[2:])]
     if mode == "nearest" and transform == "asymmetric" and a.get("nearest_mode", "round_prefer_floor") == "floor":
         return im.emit("interpolate", [x], {"size": size, "mode": "nearest",
                                             "scales": None if scales is None else [float(s) for s in scales[2:]]})
     if mode == "linear" and transform in ("align_corners", "pytorch_half_pixel", "half_pixel"):
-        if transform == "half_pixel" and min(size) == 1:
+        if transform == "half_pixel" and 1 in size:
             raise UnsupportedError("half_pixel Resize to size 1 differs from torch's bilinear")
         return im.emit("interpolate", [x], {"size": size, "mode": "bilinear", "align_corners": transform == "align_corners",
                                             "scales": None if scales is None else [float(s) for s in scales[2:]]})

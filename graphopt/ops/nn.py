@@ -17,6 +17,7 @@ from graphopt.ir.symbolic import evaluate
 from graphopt.ir.types import Dim, DType, TensorType, broadcast_shapes, fmt_shape
 from graphopt.ops.common import (
     attr_bool,
+    attr_dims,
     attr_float,
     attr_int,
     attr_ints,
@@ -638,6 +639,6 @@ def interpolate(x: np.ndarray, size: tuple[int, ...], mode: str, align_corners: 
 
 
 define("interpolate", _interpolate, interpolate, channel=ChannelRule.ELEMENTWISE,
-       attrs={"size": attr_ints(), "mode": Attr(AttrKind.STR, "nearest", ("nearest", "bilinear")),
+       attrs={"size": attr_dims(), "mode": Attr(AttrKind.STR, "nearest", ("nearest", "bilinear")),
               "align_corners": attr_bool(False), "scales": Attr(AttrKind.FLOATS, None)},
        doc="Resize an NCHW tensor to `size` (torch.nn.functional.interpolate, nearest or bilinear).")
