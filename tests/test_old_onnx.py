@@ -203,3 +203,10 @@ def test_the_classic_model_zoo_shipped_with_onnx_imports_and_matches(path: Path)
     np.testing.assert_allclose(go.interpret(graph, x)[0], want, atol=1e-4 * scale)
     ours = ort.InferenceSession(go.to_onnx(graph).SerializeToString(), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(ours.run(None, {graph.inputs[0].name: x})[0], want, atol=1e-4 * scale)
+
+
+def test_sequence_and_string_ops_are_out_of_scope_with_a_clear_error() -> None:
+    nodes = [helper.make_node("SequenceConstruct", ["x", "x"], ["s"]),
+             helper.make_node("ConcatFromSequence", ["s"], ["y"], axis=0)]
+    with pytest.raises(go.UnsupportedError, match="SequenceConstruct works on sequences, optionals or strings"):
+        go.from_onnx(model_of(nodes, [2, 3], []))

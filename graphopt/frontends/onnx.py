@@ -293,6 +293,10 @@ class OnnxImporter:
         if node.op_type not in NOT_FOLDED and foldable and self._fold(node, where):
             return
         converter = ONNX.get(node.op_type)
+        if converter is None and (node.op_type.startswith(("Sequence", "String", "Optional"))
+                                  or node.op_type in ("ConcatFromSequence", "SplitToSequence", "RegexFullMatch")):
+            raise UnsupportedError(f"{where}: {node.op_type} works on sequences, optionals or strings, which graphopt's "
+                                   "tensor IR leaves out of scope; keep that part of the model outside the graph")
         if converter is None:
             raise UnsupportedError(
                 f"{where}: unsupported ONNX op {node.op_type!r}; register a converter with "
