@@ -114,3 +114,14 @@ def test_dims_torch_cannot_keep_in_their_range_are_a_clear_error() -> None:
     size = {2: torch.export.Dim("H", min=32, max=512)}
     with pytest.raises(go.UnsupportedError, match=r"Not all values of H .*; narrow the Dims' ranges .*Dim\.AUTO"):
         go.from_torch(torchvision.models.resnet18().eval(), (torch.randn(1, 3, 96, 96),), dynamic_shapes=(size,))
+
+
+def test_macs_of_a_symbolic_graph_are_counted_at_the_samples_size(resnet18_hw: go.Graph) -> None:
+    import torchvision
+
+    static = go.graph_cost(go.from_torch(torchvision.models.resnet18().eval(), (torch.randn(1, 3, 96, 128),))).macs
+    samples = [(np.zeros((1, 3, 96, 128), np.float32),)]
+    result = go.run_pipeline(resnet18_hw, "prune{macs=0.5}", calibration=samples)
+    summary = result.records[0].details
+    assert summary.macs_before == static  # the pruning budget is half of the 96x128 model's MACs
+    assert summary.macs_after == pytest.approx(0.5 * static, rel=0.03)

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import ast
 import math
-from collections.abc import Iterable, Mapping
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from graphopt.errors import ShapeError
 
@@ -260,6 +263,29 @@ def _evaluate_atom(atom: Atom, bindings: Mapping[str, int]) -> int:
     if y == 0:
         raise ShapeError(f"the dim {_atom_text(atom)} divides by zero at {dict(bindings)}")
     return x // y if op == "//" else -(-x // y) if op == "ceildiv" else x % y
+
+
+# --- costs -----------------------------------------------------------------------------------------
+_COST_SIZES: ContextVar[Mapping[str, int] | None] = ContextVar("cost_sizes", default=None)
+
+
+@contextmanager
+def cost_sizes(sizes: Mapping[str, int]) -> Iterator[None]:
+    """Within it, costs (MACs, element counts) take each symbol at this size, any other at 1; the
+    pass manager sets the sizes of the first input sample, so MACs of a symbolic graph are those
+    at a representative size."""
+    token = _COST_SIZES.set(dict(sizes))
+    try:
+        yield
+    finally:
+        _COST_SIZES.reset(token)
+
+
+def cost_size(d: Dim) -> int:
+    """`d` at the sizes costs are counted at."""
+    if isinstance(d, int):
+        return d
+    return evaluate(d, defaultdict(lambda: 1, _COST_SIZES.get() or {}))
 
 
 # --- the text form -------------------------------------------------------------------------------

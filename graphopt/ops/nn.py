@@ -4,7 +4,6 @@ Layouts follow torch: NC[spatial] activations, [out, in/groups, k...] conv weigh
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,7 +12,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from graphopt.errors import ShapeError
 from graphopt.ir import symbolic as sym
-from graphopt.ir.symbolic import evaluate
+from graphopt.ir.symbolic import cost_size
 from graphopt.ir.types import Dim, DType, TensorType, broadcast_shapes, fmt_shape
 from graphopt.ops.common import (
     attr_bool,
@@ -34,11 +33,8 @@ from graphopt.ops.registry import Attr, AttrKind, ChannelRule, Sampler
 
 
 def numel(shape: Sequence[Dim]) -> int:
-    """Element count with every symbol counted as 1 (costs are reported per batch element)."""
-    return math.prod(evaluate(d, _ONES) for d in shape)
-
-
-_ONES: defaultdict[str, int] = defaultdict(lambda: 1)
+    """Element count for costs: symbols at the sizes of graphopt.ir.symbolic.cost_sizes, else 1."""
+    return math.prod(cost_size(d) for d in shape)
 
 
 def _pairs(value: tuple[int, ...], n: int, name: str) -> tuple[int, ...]:

@@ -8,10 +8,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from graphopt.analysis.cost import graph_cost
 from graphopt.errors import GraphoptError, InternalError, PipelineError, VerifyError, expect_type
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node
+from graphopt.ir.symbolic import cost_sizes
 from graphopt.ir.verifier import verify as verify_graph
 from graphopt.pipeline.instruments import Instrument
 from graphopt.pipeline.passes import ALL, Analysis, Pass
@@ -150,6 +153,10 @@ class PassManager:
         after a failure)."""
         ctx = ctx or PassContext(options, change_limit)
         ctx.graph = graph
+        with cost_sizes(_sample_sizes(graph, ctx)):
+            return self._run(graph, ctx)
+
+    def _run(self, graph: Graph, ctx: PassContext) -> PipelineResult:
         ctx.initial_macs = graph_cost(graph).macs
         if any(p.needs_received for p in self.passes):
             ctx.received = graph.clone()
@@ -195,6 +202,23 @@ class PassManager:
         before = ", ".join(p.spec() for p in self.passes[:index]) or "none"
         return (f"pass {self.passes[index].spec()!r} (#{index + 1} of pipeline {self.spec!r}; "
                 f"passes before it: {before})")
+
+
+def _sample_sizes(graph: Graph, ctx: PassContext) -> dict[str, int]:
+    """The sizes the graph inputs' symbols take in the first input sample (none without samples;
+    samples that do not fit are the error of the pass that reads them)."""
+    if not graph.symbols():
+        return {}
+    try:
+        samples = ctx.samples("costs", 1, required=False)
+    except GraphoptError:
+        return {}
+    sizes: dict[str, int] = {}
+    for value, array in zip(graph.inputs, samples[0] if samples else ()):
+        for d, size in zip(value.shape, np.shape(array)):
+            if isinstance(d, str):
+                sizes.setdefault(d, int(size))
+    return sizes
 
 
 def run_pipeline(graph: Graph, pipeline: str | Sequence[Pass], *, verify: bool = True,
