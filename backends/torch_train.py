@@ -222,17 +222,22 @@ def _batch_axis_leads(graph: Graph) -> bool:
 
 def _forward(model: torch.nn.Module, data: Sequence[Sample], items: np.ndarray,
              batched: bool) -> list[tuple[list[int], list[list[torch.Tensor]]]]:
-    """The model's outputs for each of `items`: one forward for all of them when the batch axis
-    leads, else one forward each. Pairs of (items, their outputs)."""
-    if not len(items):
-        return []
+    """The model's outputs for each of `items`: one forward for all of them of one size when the
+    batch axis leads (samples of other lengths or images of other sizes go in their own forward),
+    else one forward each. Pairs of (items, their outputs)."""
     if not batched:
         return [([int(i)], [_as_list(model(*_tensors(data[i][0])))]) for i in items]
-    sizes = [int(data[i][0][0].shape[0]) for i in items]
-    inputs = [torch.cat([torch.from_numpy(np.ascontiguousarray(data[i][0][k])) for i in items])
-              for k in range(len(data[items[0]][0]))]
-    outputs = [out.split(sizes) for out in _as_list(model(*inputs))]
-    return [([int(i) for i in items], [[out[j] for out in outputs] for j in range(len(items))])]
+    groups: dict[tuple, list[int]] = {}
+    for i in items:
+        groups.setdefault(tuple(np.shape(a)[1:] for a in data[i][0]), []).append(int(i))
+    out = []
+    for group in groups.values():
+        sizes = [int(np.shape(data[i][0][0])[0]) for i in group]
+        inputs = [torch.cat([torch.from_numpy(np.ascontiguousarray(data[i][0][k])) for i in group])
+                  for k in range(len(data[group[0]][0]))]
+        outputs = [result.split(sizes) for result in _as_list(model(*inputs))]
+        out.append((group, [[result[j] for result in outputs] for j in range(len(group))]))
+    return out
 
 
 def _all_reduce(tensors: list[torch.Tensor]) -> None:

@@ -125,3 +125,13 @@ def test_macs_of_a_symbolic_graph_are_counted_at_the_samples_size(resnet18_hw: g
     summary = result.records[0].details
     assert summary.macs_before == static  # the pruning budget is half of the 96x128 model's MACs
     assert summary.macs_after == pytest.approx(0.5 * static, rel=0.03)
+
+
+def test_distill_trains_on_sentences_of_different_lengths(minilm: tuple) -> None:
+    text, graph = minilm
+    data = [unpadded(text, models.varied_texts(4, seed=k)) for k in range(6)]
+    assert len({d[0].shape[1] for d in data}) > 1
+    result = go.run_pipeline(graph, "prune{macs=0.6},distill{epochs=3,batch-size=4,loss=cosine,lr=0.001}",
+                             calibration=data[:2], data=data)
+    losses = result.records[-1].details.losses
+    assert losses[-1] < losses[0] and str(result.graph.inputs[0].type) == "int64[N, L]"
