@@ -48,6 +48,10 @@ class Expr:
         return Expr({(): int(d)})
 
     @property
+    def constant_term(self) -> int:
+        return next((c for m, c in self.terms if not m), 0)
+
+    @property
     def constant(self) -> int | None:
         """The value, when the expression has no symbols."""
         if not self.terms:
@@ -172,18 +176,30 @@ def _divide(op: str, a: Dim, b: Dim) -> Dim:
     exact = _exact_quotient(ea, eb)
     if exact is not None:
         return 0 if op == "%" else dim(exact)
-    nested = _lone_atom(ea)
-    if op != "%" and nested is not None and nested[0] == op and (eb.constant or 0) > 0 \
-            and (nested[2].constant or 0) > 0:  # (a // b) // c = a // (b * c) for positive b, c
-        return _divide(op, nested[1], nested[2].constant * eb.constant)
-    if eb.constant is not None and eb.constant > 0:  # (c*q + r) // c = q + r // c
-        c = eb.constant
-        whole = {m: k // c for m, k in ea.terms if k % c == 0}
-        rest = Expr({m: k for m, k in ea.terms if k % c})
-        if whole:  # the rest has no term c divides, so this recursion ends
-            part = _divide(op, dim(rest), c)
-            return part if op == "%" else add(Expr(whole), part)
+    if eb.constant is not None and eb.constant > 0:
+        return _by_constant(op, ea, eb.constant)
     return dim(Expr({((op, ea, eb),): 1}))
+
+
+def _by_constant(op: str, a: Expr, c: int) -> Dim:
+    """a // c, a % c (and ceildiv, as (a + c - 1) // c) in one canonical form: the terms c divides
+    and the constant's multiple of c come out, (x // b + r) // c is (x + r*b) // (b*c); so equal
+    sizes written either way (torch's floor forms, the IR's) compare equal."""
+    if op == "ceildiv":
+        return _by_constant("//", Expr.of(add(a, c - 1)), c)
+    whole = {m: k // c for m, k in a.terms if m and k % c == 0}
+    offset = a.constant_term
+    whole[()] = offset // c
+    rest = Expr({**{m: k for m, k in a.terms if m and k % c}, (): offset % c})
+    if rest.constant is not None:
+        return rest.constant % c if op == "%" else dim(Expr(whole))
+    if op == "%":
+        return dim(Expr({(("%", rest, Expr.of(c)),): 1}))
+    inner = _lone_atom(Expr({m: k for m, k in rest.terms if m}))
+    if inner is not None and inner[0] == "//" and (inner[2].constant or 0) > 0:  # floor(floor(x/b) + r) / c)
+        b = inner[2].constant
+        return add(Expr(whole), _divide("//", add(inner[1], (rest.constant_term) * b), b * c))
+    return add(Expr(whole), Expr({(("//", rest, Expr.of(c)),): 1}))
 
 
 def _lone_atom(e: Expr) -> tuple | None:
