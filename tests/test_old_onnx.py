@@ -146,6 +146,16 @@ def test_one_dimensional_pooling(node: onnx.NodeProto) -> None:
     check_against_onnx_runtime(model_of([node], [2, 4, 13], []), RNG.standard_normal((2, 4, 13)).astype(np.float32))
 
 
+@pytest.mark.parametrize("node", [
+    helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 3, 3], strides=[1, 2, 2], pads=[0, 1, 1, 1, 1, 0]),
+    helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3, 2, 3], strides=[2, 1, 2], pads=[1, 0, 1, 1, 1, 0]),
+    helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2, 2], strides=[2, 2, 2], ceil_mode=1),
+])
+def test_three_dimensional_pooling(node: onnx.NodeProto) -> None:
+    x = RNG.standard_normal((2, 3, 5, 7, 9)).astype(np.float32)
+    check_against_onnx_runtime(model_of([node], [2, 3, 5, 7, 9], []), x)
+
+
 def test_three_dimensional_convolution() -> None:
     node = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3, 3], pads=[1, 1, 1, 1, 1, 1], strides=[1, 2, 2])
     graph = check_against_onnx_runtime(model_of([node], [1, 2, 5, 8, 8], [weight("w", 4, 2, 3, 3, 3)]),

@@ -586,21 +586,32 @@ def instance_norm(im: Importer, node: NodeProto) -> Value:
 
 
 def _pool(im: Importer, node: NodeProto, op: str, **extra: Any) -> Value:
-    """2-d pooling; 1-d pooling is the same over [N, C, 1, L]."""
+    """2-d pooling; 1-d pooling is the same over [N, C, 1, L]; 3-d pooling, which is separable (a
+    max or mean over a box is one over its depth of one over its planes, the counts of real pixels
+    multiplying), is a 2-d pool over H, W and then one over D."""
     a = im.attrs(node)
     x = im.input(node, 0)
     kernel = list(a["kernel_shape"])
-    if len(kernel) not in (1, 2):
-        raise UnsupportedError(f"{len(kernel)}-d pooling is not supported (1-d and 2-d are)")
-    nsp = len(kernel)
+    if len(kernel) not in (1, 2, 3):
+        raise UnsupportedError(f"{len(kernel)}-d pooling is not supported (1-d, 2-d and 3-d are)")
+    nsp, ceil = len(kernel), bool(a.get("ceil_mode", 0))
     strides, dilations = im.ints_attr(a, "strides", nsp, 1), im.ints_attr(a, "dilations", nsp, 1)
     pads = _onnx_pads(im, node, x, kernel, strides, dilations)
     if nsp == 1:
         flat = im.emit("unsqueeze", [x], {"dim": 2})
         pooled = _pool2d(im, flat, op, [1, *kernel], [1, *strides], [1, *dilations], [0, pads[0], 0, pads[1]],
-                         bool(a.get("ceil_mode", 0)), extra)
+                         ceil, extra)
         return im.emit("squeeze", [pooled], {"dims": [2]})
-    return _pool2d(im, x, op, kernel, strides, dilations, pads, bool(a.get("ceil_mode", 0)), extra)
+    if nsp == 3:
+        n, c, d, _, _ = x.shape
+        planes = im.emit("reshape", [x], {"shape": [n, sym.mul(c, d), *x.shape[3:]]})
+        planes = _pool2d(im, planes, op, kernel[1:], strides[1:], dilations[1:], [*pads[1:3], *pads[4:6]], ceil, extra)
+        h, w = planes.shape[2:]
+        depth = im.emit("reshape", [planes], {"shape": [n, c, d, sym.mul(h, w)]})
+        depth = _pool2d(im, depth, op, [kernel[0], 1], [strides[0], 1], [dilations[0], 1], [pads[0], 0, pads[3], 0],
+                        ceil, extra)
+        return im.emit("reshape", [depth], {"shape": [n, c, depth.shape[2], h, w]})
+    return _pool2d(im, x, op, kernel, strides, dilations, pads, ceil, extra)
 
 
 def _pool2d(im: Importer, x: Value, op: str, kernel: list[int], strides: list[int], dilations: list[int],
