@@ -24,6 +24,7 @@ import contextlib
 import gc
 import io
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -111,7 +112,7 @@ def check_model(name: str, peers: bool) -> dict[str, Any]:
     step("onnx", onnx_paths)
     step("to_torch", torch_module)
     step("fold", lambda: row.update(folded(graph, arrays, want)))
-    step("dynamic", lambda: row.update(dynamic(name, module)))
+    step("dynamic", lambda: row.update(limited_dynamic(name, module)))
     if peers:
         for label, dynamo in (("dynamo", True), ("legacy", False)):
             row.update(peer_export(module, inputs, label, dynamo))
@@ -257,6 +258,23 @@ def add_fold_columns(done: dict[str, dict[str, Any]], log: Path) -> None:
         gc.collect()
 
 
+DYNAMIC_LIMIT_S = 300  # maxvit_t's export with symbolic sizes runs torch's sympy solver for many minutes
+
+
+def _out_of_time(signum: int, frame: Any) -> None:
+    raise TimeoutError(f"the dynamic column took over {DYNAMIC_LIMIT_S} s (torch.export's symbolic reasoning)")
+
+
+def limited_dynamic(name: str, module: torch.nn.Module) -> dict[str, Any]:
+    """`dynamic`, given up after DYNAMIC_LIMIT_S seconds."""
+    signal.signal(signal.SIGALRM, _out_of_time)
+    signal.alarm(DYNAMIC_LIMIT_S)
+    try:
+        return dynamic(name, module)
+    finally:
+        signal.alarm(0)
+
+
 def add_dynamic_column(done: dict[str, dict[str, Any]], log: Path) -> None:
     """Fill in the dynamic column of rows recorded before it existed."""
     for name, row in done.items():
@@ -265,7 +283,7 @@ def add_dynamic_column(done: dict[str, dict[str, Any]], log: Path) -> None:
         print(f"dynamic column for {name} ...", file=sys.stderr, flush=True)
         module, _ = load(name)
         try:
-            row.update(dynamic(name, module))
+            row.update(limited_dynamic(name, module))
         except Exception as e:
             row["dynamic_failure"] = f"{type(e).__name__}: {str(e)[:300]}"
         print(f"    {json.dumps({k: v for k, v in row.items() if k.startswith('dynamic')})}", file=sys.stderr,
