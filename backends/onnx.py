@@ -23,7 +23,7 @@ from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node
 from graphopt.ir.printer import Namer
 from graphopt.ir.symbolic import Dim, Expr
-from graphopt.ir.types import DType, TensorType
+from graphopt.ir.types import DType, TensorType, fmt_shape
 from graphopt.ir.value import Value
 from graphopt.ops.quant import DEQUANTIZE_OPS
 
@@ -760,7 +760,10 @@ def _adaptive_ok(n: Node) -> str | None:
     out, size = n.attrs["output_size"], n.operands[0].shape[2:]
     if tuple(out) == (1, 1) or all(isinstance(s, int) and s % o == 0 for s, o in zip(size, out)):
         return None
-    return f"adaptive_avg_pool2d from {list(size)} to {list(out)} has uneven bins"
+    if not all(isinstance(s, int) for s in size):
+        return (f"adaptive_avg_pool2d from the symbolic size {fmt_shape(size)} to {fmt_shape(out)}: ONNX has no "
+                "adaptive pooling; pin the input's H and W (from_onnx(input_shapes=...), a static trace)")
+    return f"adaptive_avg_pool2d from {fmt_shape(size)} to {fmt_shape(out)} has uneven bins"
 
 
 @emits("adaptive_avg_pool2d", condition=_adaptive_ok)

@@ -33,7 +33,9 @@ def cut(text: models.TextModel, sentences: list[str], length: int) -> list[tuple
     """Each sentence as one batch-1 input of exactly `length` tokens (texts too short are repeated)."""
     out = []
     for sentence in sentences:
-        ids = text.tokenizer((sentence + " ") * 40, truncation=True, max_length=length, return_tensors="np")
+        ids = text.tokenizer((sentence + " ") * 200, truncation=True, max_length=length, return_tensors="np")
+        if ids["input_ids"].shape[1] != length:
+            raise RuntimeError(f"{sentence!r} repeated is still shorter than {length} tokens")
         out.append((ids["input_ids"], ids["attention_mask"]))
     return out
 
