@@ -22,7 +22,7 @@ from graphopt.ir import symbolic as sym
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node
 from graphopt.ir.printer import Namer
-from graphopt.ir.symbolic import Dim, Expr
+from graphopt.ir.symbolic import Dim
 from graphopt.ir.types import DType, TensorType, fmt_shape
 from graphopt.ir.value import Value
 from graphopt.ops.quant import DEQUANTIZE_OPS
@@ -120,7 +120,8 @@ class OnnxEmitter:
             return self.ints([d], "dim")
         key = str(d)
         if key not in self._dims:
-            self._dims[key] = self._symbol(d) if isinstance(d, str) else self._expression(d)
+            self._dims[key] = self._symbol(d) if isinstance(d, str) else \
+                sym.lower(d, self.dim, lambda c: self.ints([c], "dim"), self._size_op)
         return self._dims[key]
 
     def _symbol(self, name: str) -> str:
@@ -130,22 +131,10 @@ class OnnxEmitter:
                 return self.add("Shape", [self.name(v)], start=axis, end=axis + 1)
         raise GraphoptError(f"the symbolic size {name} is carried by no graph input, so ONNX cannot compute it")
 
-    def _expression(self, e: Expr) -> str:
-        total = None
-        for monomial, coefficient in e.terms:
-            term = self.ints([coefficient], "dim") if not monomial or coefficient != 1 else None
-            for atom in monomial:
-                factor = self.dim(atom) if isinstance(atom, str) else self._atom(atom)
-                term = factor if term is None else self.add("Mul", [term, factor])
-            total = term if total is None else self.add("Add", [total, term])
-        return total  # type: ignore[return-value]
-
-    def _atom(self, atom: tuple) -> str:
-        op, a, b = atom
-        x, y = self.dim(sym.dim(a)), self.dim(sym.dim(b))
+    def _size_op(self, op: str, x: str, y: str) -> str:
         if op == "ceildiv":  # sizes are non-negative: ceil(a / b) = (a + b - 1) // b
             x = self.add("Sub", [self.add("Add", [x, y]), self.ints([1], "dim")])
-        return self.add({"//": "Div", "ceildiv": "Div", "%": "Mod", "max": "Max", "min": "Min"}[op], [x, y])
+        return self.add(SIZE_OPS[op], [x, y])
 
     def reshape_shape(self, source: TensorType, target: TensorType) -> str:
         """The shape input of a Reshape from `source` to `target`."""
@@ -188,6 +177,9 @@ class OnnxEmitter:
         model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], producer_name="graphopt")
         model.ir_version = min(model.ir_version, 8)
         return model
+
+
+SIZE_OPS = {"+": "Add", "*": "Mul", "//": "Div", "ceildiv": "Div", "%": "Mod", "max": "Max", "min": "Min"}
 
 
 def onnx_dims(shape: Sequence[Dim]) -> list[int | str]:

@@ -6,7 +6,6 @@ nn.Dropout submodule, so `module.train()` turns it back on for fine-tuning."""
 
 from __future__ import annotations
 
-import functools
 import operator
 import re
 from collections.abc import Callable
@@ -26,12 +25,6 @@ TORCH_DTYPES = {DType.float32: torch.float32, DType.float16: torch.float16, DTyp
                 DType.int64: torch.int64, DType.int32: torch.int32, DType.int16: torch.int16, DType.int8: torch.int8,
                 DType.uint8: torch.uint8, DType.bool: torch.bool}
 IMPLS: dict[str, Callable[..., Any]] = {}
-def _ceildiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-SIZE_OPS: dict[str, Callable[[int, int], int]] = {"//": operator.floordiv, "ceildiv": _ceildiv, "%": operator.mod,
-                                                  "max": max, "min": min}
 MODULE_OPS = {"dropout"}  # lowered to submodules, so train() / eval() switch their behaviour
 
 
@@ -119,13 +112,7 @@ def to_torch(graph: Graph) -> torch.fx.GraphModule:
             return symbols[d]
         key = str(d)
         if key not in symbols:
-            terms = []
-            for monomial, coefficient in d.terms:
-                factors = [size(a) if isinstance(a, str) else
-                           fx.call_function(SIZE_OPS[a[0]], (size(sym.dim(a[1])), size(sym.dim(a[2])))) for a in monomial]
-                factors = factors if coefficient == 1 and factors else [coefficient, *factors]
-                terms.append(functools.reduce(lambda x, y: fx.call_function(operator.mul, (x, y)), factors))
-            symbols[key] = functools.reduce(lambda x, y: fx.call_function(operator.add, (x, y)), terms)
+            symbols[key] = sym.lower(d, size, lambda c: c, lambda op, x, y: fx.call_function(sym.INT_OPS[op], (x, y)))
         return symbols[key]
 
     def bind(value: Any) -> Any:

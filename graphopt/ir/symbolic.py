@@ -10,17 +10,29 @@ every operation here takes and returns Dims, so type inference written for ints 
 from __future__ import annotations
 
 import ast
-import math
+import functools
+import operator
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import TypeVar
 
 from graphopt.errors import ShapeError
 
-Atom = str | tuple  # a symbol, or (op, Expr, Expr) for op in OPS
+Atom = str | tuple  # a symbol, or (op, Expr, Expr) for an op of INT_OPS other than + and *
 Monomial = tuple[Atom, ...]  # sorted atoms, repeated for powers; () is the constant term
-OPS = ("//", "ceildiv", "%", "max", "min")
+T = TypeVar("T")
+
+
+
+def ceildiv_int(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+INT_OPS: dict[str, Callable[[int, int], int]] = {
+    "+": operator.add, "*": operator.mul, "//": operator.floordiv, "ceildiv": ceildiv_int, "%": operator.mod,
+    "max": max, "min": min}  # what each operation of an expression does to sizes (a torch module calls them)
 
 
 def _key(atom: Atom) -> tuple[int, str]:
@@ -111,10 +123,6 @@ def dim(e: Dim) -> Dim:
     return e
 
 
-def is_symbolic(d: Dim) -> bool:
-    return not isinstance(d, int)
-
-
 # --- arithmetic on Dims --------------------------------------------------------------------------
 def add(*dims: Dim) -> Dim:
     terms: dict[Monomial, int] = {}
@@ -171,8 +179,7 @@ def _divide(op: str, a: Dim, b: Dim) -> Dim:
     if eb.constant == 0:
         raise ShapeError(f"division of the dim {a} by zero")
     if ea.constant is not None and eb.constant is not None:
-        x, y = ea.constant, eb.constant
-        return x // y if op == "//" else -(-x // y) if op == "ceildiv" else x % y
+        return INT_OPS[op](ea.constant, eb.constant)
     exact = _exact_quotient(ea, eb)
     if exact is not None:
         return 0 if op == "%" else dim(exact)
@@ -196,9 +203,9 @@ def _by_constant(op: str, a: Expr, c: int) -> Dim:
     if op == "%":
         return dim(Expr({(("%", rest, Expr.of(c)),): 1}))
     inner = _lone_atom(Expr({m: k for m, k in rest.terms if m}))
-    if inner is not None and inner[0] == "//" and (inner[2].constant or 0) > 0:  # floor(floor(x/b) + r) / c)
+    if inner is not None and inner[0] == "//" and (inner[2].constant or 0) > 0:  # floor((floor(x / b) + r) / c)
         b = inner[2].constant
-        return add(Expr(whole), _divide("//", add(inner[1], (rest.constant_term) * b), b * c))
+        return add(Expr(whole), _divide("//", add(inner[1], rest.constant_term * b), b * c))
     return add(Expr(whole), Expr({(("//", rest, Expr.of(c)),): 1}))
 
 
@@ -254,6 +261,20 @@ def symbols(d: Dim) -> set[str]:
     return out
 
 
+def lower(e: Expr, sub: Callable[[Dim], T], constant: Callable[[int], T], apply: Callable[[str, T, T], T]) -> T:
+    """`e` built from the caller's values (evaluation, or the nodes of a backend that computes
+    sizes at run time): `sub` gives the value of a symbol or of an operation's operand (so the
+    caller can memoize), `constant` that of an int, `apply(op, a, b)` applies an op of INT_OPS."""
+    total = None
+    for monomial, coefficient in e.terms:
+        factors = [sub(a) if isinstance(a, str) else apply(a[0], sub(dim(a[1])), sub(dim(a[2]))) for a in monomial]
+        if coefficient != 1 or not factors:
+            factors.insert(0, constant(coefficient))
+        term = functools.reduce(lambda x, y: apply("*", x, y), factors)
+        total = term if total is None else apply("+", total, term)
+    return total if total is not None else constant(0)
+
+
 def evaluate(d: Dim, bindings: Mapping[str, int]) -> int:
     """The size `d` has when its symbols take `bindings`."""
     if isinstance(d, int):
@@ -263,22 +284,13 @@ def evaluate(d: Dim, bindings: Mapping[str, int]) -> int:
             return bindings[d]
         except KeyError:
             raise ShapeError(f"symbolic dimension {d!r} is not bound by any graph input") from None
-    total = 0
-    for monomial, coefficient in d.terms:
-        total += coefficient * math.prod(_evaluate_atom(a, bindings) for a in monomial)
-    return total
 
+    def apply(op: str, x: int, y: int) -> int:
+        if y == 0 and op in ("//", "ceildiv", "%"):
+            raise ShapeError(f"the dim {d} divides by zero at {dict(bindings)}")
+        return INT_OPS[op](x, y)
 
-def _evaluate_atom(atom: Atom, bindings: Mapping[str, int]) -> int:
-    if isinstance(atom, str):
-        return evaluate(atom, bindings)
-    op, a, b = atom
-    x, y = evaluate(a, bindings), evaluate(b, bindings)
-    if op in ("max", "min"):
-        return max(x, y) if op == "max" else min(x, y)
-    if y == 0:
-        raise ShapeError(f"the dim {_atom_text(atom)} divides by zero at {dict(bindings)}")
-    return x // y if op == "//" else -(-x // y) if op == "ceildiv" else x % y
+    return lower(d, lambda x: evaluate(x, bindings), int, apply)
 
 
 # --- costs -----------------------------------------------------------------------------------------
