@@ -42,17 +42,6 @@ unary("shrink", "Shrink", bias=0.0, lambd=0.5)
 unary("thresholded_relu", "ThresholdedRelu", alpha=1.0)
 
 
-@register_onnx("Sum", "Mean")
-def sum_mean(im: Importer, node: NodeProto) -> Value:
-    """Variadic: one add per extra operand (and a scale for Mean)."""
-    parts = [im.value(n) for n in node.input if n]
-    total = parts[0]
-    for part in parts[1:]:
-        total = im.emit("add", [total, part])
-    return total if node.op_type == "Sum" or len(parts) == 1 else im.emit("mul", [total, im.scalar(1 / len(parts),
-                                                                                                   total)])
-
-
 @register_onnx("LRN")
 def lrn(im: Importer, node: NodeProto) -> Value:
     a = im.attrs(node)
@@ -128,13 +117,15 @@ def mod(im: Importer, node: NodeProto) -> Value:
     return im.emit(op, [im.input(node, 0), im.input(node, 1)])
 
 
-@register_onnx("Max", "Min")
-def max_min(im: Importer, node: NodeProto) -> Value:
-    op = "maximum" if node.op_type == "Max" else "minimum"
-    out = im.input(node, 0)
-    for i in range(1, len(node.input)):
-        out = im.emit(op, [out, im.input(node, i)])
-    return out
+@register_onnx("Sum", "Mean", "Max", "Min")
+def variadic(im: Importer, node: NodeProto) -> Value:
+    """One binary op per extra operand (and a scale for Mean)."""
+    op = {"Sum": "add", "Mean": "add", "Max": "maximum", "Min": "minimum"}[node.op_type]
+    parts = [im.value(n) for n in node.input if n]
+    out = parts[0]
+    for part in parts[1:]:
+        out = im.emit(op, [out, part])
+    return out if node.op_type != "Mean" or len(parts) == 1 else im.emit("mul", [out, im.scalar(1 / len(parts), out)])
 
 
 @register_onnx("Where")
