@@ -156,3 +156,21 @@ def test_resize_by_scales_keeps_symbolic_sizes(scale: float, attrs: dict) -> Non
         want = peer.run(None, {"x": x})[0]
         np.testing.assert_allclose(go.interpret(imported, x)[0], want, atol=1e-5)
         np.testing.assert_allclose(ours.run(None, {"x": x})[0], want, atol=1e-5)
+
+
+def test_shape_arithmetic_keeps_an_empty_optional_input_in_its_place() -> None:
+    """Slice(shape, starts, ends, axes="", steps): the steps are not read as the axes."""
+    consts = [numpy_helper.from_array(np.asarray(v, np.int64), n)
+              for n, v in (("starts", [3]), ("ends", [0]), ("steps", [-1]), ("zero", [0]))]
+    nodes = [helper.make_node("Shape", ["x"], ["shape"]),
+             helper.make_node("Slice", ["shape", "starts", "ends", "", "steps"], ["reversed"]),
+             helper.make_node("Concat", ["zero", "reversed"], ["target"], axis=0),
+             helper.make_node("Reshape", ["x", "target"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [_input("x", ["N", 3, "H", "W"])], [_input("y", [None] * 4)], consts)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    imported = go.from_onnx(model)
+    assert str(imported.outputs[0].type) == "float32[N, W, H, 3]"
+    x = RNG.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(go.interpret(imported, x)[0], want)

@@ -286,8 +286,8 @@ class OnnxImporter:
         inputs = [i for i in node.input if i]
         foldable = node.op_type == "Constant" or (inputs and all(i in self.consts for i in inputs))
         if foldable and node.op_type in SHAPE_OPS and any(is_symbolic(self.consts[i]) for i in inputs):
-            arrays = [self.consts[i] if i else None for i in node.input]
-            results = fold(node.op_type, [a for a in arrays if a is not None], self.attrs(node), where)
+            arrays = [self.consts[i] if i else None for i in node.input]  # an empty optional input keeps its place
+            results = fold(node.op_type, arrays, self.attrs(node), where)
             self.consts.update((name, r) for name, r in zip(node.output, results) if name)
             return
         if node.op_type not in NOT_FOLDED and foldable and self._fold(node, where):

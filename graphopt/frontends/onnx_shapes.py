@@ -44,8 +44,9 @@ def _equal(a: Dim, b: Dim) -> bool:
                            "dims it depends on (input_shapes=...)")
 
 
-def fold(op: str, inputs: list[np.ndarray], attrs: dict, where: str) -> list[np.ndarray]:
-    """The outputs of an integer ONNX node whose inputs are constant, some of them symbolic."""
+def fold(op: str, inputs: list[np.ndarray | None], attrs: dict, where: str) -> list[np.ndarray]:
+    """The outputs of an integer ONNX node whose inputs are constant, some of them symbolic; an
+    optional input left empty is None in its place."""
     if op in _ELEMENTWISE:
         out = inputs[0]
         for other in inputs[1:]:
@@ -65,7 +66,7 @@ def fold(op: str, inputs: list[np.ndarray], attrs: dict, where: str) -> list[np.
     if op == "Concat":
         return [np.concatenate([a.astype(object) for a in inputs], axis=attrs.get("axis", 0))]
     if op in ("Unsqueeze", "Squeeze"):
-        axes = attrs.get("axes", list(inputs[1]) if len(inputs) > 1 else None)
+        axes = attrs.get("axes", list(inputs[1]) if _given(inputs, 1) else None)
         if op == "Squeeze":
             return [np.squeeze(inputs[0], axis=tuple(int(a) for a in axes) if axes is not None else None)]
         return [np.expand_dims(inputs[0], tuple(int(a) for a in axes))]
@@ -75,10 +76,14 @@ def fold(op: str, inputs: list[np.ndarray], attrs: dict, where: str) -> list[np.
     return [dims_array([sym.prod(inputs[0].reshape(-1))]).reshape(() if not attrs.get("keepdims", 1) else (1,))]
 
 
-def _slice(inputs: list[np.ndarray]) -> np.ndarray:
+def _given(inputs: list[np.ndarray | None], index: int) -> bool:
+    return len(inputs) > index and inputs[index] is not None
+
+
+def _slice(inputs: list[np.ndarray | None]) -> np.ndarray:
     data, starts, ends = inputs[0], inputs[1], inputs[2]
-    axes = inputs[3] if len(inputs) > 3 else range(len(starts))
-    steps = inputs[4] if len(inputs) > 4 else [1] * len(starts)
+    axes = inputs[3] if _given(inputs, 3) else range(len(starts))
+    steps = inputs[4] if _given(inputs, 4) else [1] * len(starts)
     index = [slice(None)] * data.ndim
     for start, end, axis, step in zip(starts, ends, axes, steps):
         index[int(axis)] = slice(int(start), int(min(end, 2**62)) if end >= 0 else int(end), int(step))
