@@ -111,7 +111,7 @@ def _describe(array: np.ndarray) -> str:
 class OnnxImporter:
     def __init__(self, model: onnx.ModelProto) -> None:
         self.model = model
-        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        self.opset = default_opset(model)
         self.graph = Graph(_identifier(model.graph.name) or "main")
         self.values: dict[str, Value] = {}
         self.consts: dict[str, np.ndarray] = {}
@@ -411,10 +411,14 @@ def from_onnx(source: str | os.PathLike[str] | bytes | onnx.ModelProto,
 UPGRADE_TO = 13  # old files are read in this opset's terms
 
 
+def default_opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
 def _upgraded(model: onnx.ModelProto) -> onnx.ModelProto:
     """A model of opset 7 to 10 converted by onnx's version converter (the importer reads opset 11
     and up), with a warning saying so; older than 7 (which ONNX Runtime no longer runs) is refused."""
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    opset = default_opset(model)
     if opset >= 11:
         return model
     if opset < 7:

@@ -60,14 +60,15 @@ class SymDim:
 
 
 class TorchImporter:
-    def __init__(self, program: torch.export.ExportedProgram, name: str) -> None:
+    def __init__(self, program: torch.export.ExportedProgram, name: str, decomposed: Sequence[str] = ()) -> None:
+        """`decomposed`: the ops torch's table decomposed because no converter took them."""
         self.program = program
         self.graph = Graph(name)
         self.env: dict[str, Any] = {}
         self.symbols: dict[str, str] = {}
         self.node: torch.fx.Node | None = None
         self._consts: dict[tuple[Any, ...], Value] = {}
-        self.decomposed: list[str] = []  # ops torch's table decomposed because no converter took them
+        self.decomposed = list(decomposed)
 
     # --- helpers used by converters ---------------------------------------------------------------
     @property
@@ -305,10 +306,8 @@ def from_torch(model: Any, example_inputs: Sequence[Any] | None = None, *, dynam
         program = program.run_decompositions({})  # functionalize; keep conv2d, linear, layer_norm, ...
         program, decomposed = _decompose_unconverted(program)
     label = name or (type(model).__name__ if not isinstance(model, torch.export.ExportedProgram) else "main")
-    names = _dim_names(dynamic_shapes, example_kwargs)
-    importer = TorchImporter(program, label if label.isidentifier() else "main")
-    importer.decomposed = decomposed
-    return importer.run(dynamic_batch, names)
+    importer = TorchImporter(program, label if label.isidentifier() else "main", decomposed)
+    return importer.run(dynamic_batch, _dim_names(dynamic_shapes))
 
 
 def _decompose_unconverted(program: torch.export.ExportedProgram) -> tuple[torch.export.ExportedProgram, list[str]]:
@@ -328,7 +327,7 @@ def _decompose_unconverted(program: torch.export.ExportedProgram) -> tuple[torch
     return program, decomposed
 
 
-def _dim_names(dynamic_shapes: Any, example_kwargs: dict[str, Any] | None) -> list[dict[int, str]]:
+def _dim_names(dynamic_shapes: Any) -> list[dict[int, str]]:
     """Per user input in order, axis -> the name of its torch.export.Dim."""
     if dynamic_shapes is None:
         return []
