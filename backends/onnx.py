@@ -23,9 +23,10 @@ from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node
 from graphopt.ir.printer import Namer
 from graphopt.ir.symbolic import Dim
-from graphopt.ir.types import DType, TensorType, fmt_shape
+from graphopt.ir.types import DType, TensorType
 from graphopt.ir.value import Value
 from graphopt.ops.quant import DEQUANTIZE_OPS
+from graphopt.ops.registry import get_op
 
 OPSET = 17
 INT64_MAX = 2**63 - 1
@@ -151,6 +152,16 @@ class OnnxEmitter:
     def value_info(self, value: Value) -> onnx.ValueInfoProto:
         return helper.make_tensor_value_info(self.name(value), onnx_dtype(value.dtype), onnx_dims(value.shape))
 
+    def symbolic_value_info(self) -> list[onnx.ValueInfoProto]:
+        """The sizes of intermediate values with symbolic dims. ONNX Runtime's own inference loses a
+        size that went through shape arithmetic (Shape -> Concat -> Reshape), and its fusions (skip
+        layer norm, attention) need the dims of both operands to match."""
+        produced = {name for node in self.nodes for name in node.output}
+        outputs = {id(v) for v in self.graph.outputs}
+        return [self.value_info(v) for node in self.graph for v in node.results
+                if id(v) not in outputs and not all(isinstance(d, int) for d in v.shape)
+                and self.name(v) in produced]
+
     def build(self, opset: int) -> onnx.ModelProto:
         problems = unsupported(self.graph)
         if problems:
@@ -173,7 +184,8 @@ class OnnxEmitter:
                 outputs.append(helper.make_tensor_value_info(alias, onnx_dtype(v.dtype), onnx_dims(v.shape)))
             else:
                 outputs.append(self.value_info(v))
-        g = helper.make_graph(self.nodes, self.graph.name, inputs, outputs, self.initializers)
+        g = helper.make_graph(self.nodes, self.graph.name, inputs, outputs, self.initializers,
+                              value_info=self.symbolic_value_info())
         model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], producer_name="graphopt")
         model.ir_version = min(model.ir_version, 8)
         return model
@@ -667,7 +679,7 @@ def _linear(e: OnnxEmitter, n: Node) -> None:
     ins, target = e.ins(n), _activated(e, n)
     if n.operands[0].type.rank == 2:
         y = e.add("Gemm", ins, [target], transB=1)
-    elif _dequantized(n.operands[1]) and all(isinstance(d, int) for d in n.result.shape):
+    elif not _lowered_to_matmul(n):
         # int8 on rank > 2: flatten to one Gemm (ONNX Runtime fuses DQ -> Gemm -> with an int32 bias
         # into QGemm; MatMul + Add fuses only when no other rewrite claims the Add first).
         flat = e.add("Reshape", [ins[0], e.ints([-1, n.operands[0].shape[-1]])])
@@ -675,7 +687,7 @@ def _linear(e: OnnxEmitter, n: Node) -> None:
     else:
         y = e.add("MatMul", [ins[0], _transposed_weight(e, n.operands[1])], [target] if len(ins) == 2 else None)
         if len(ins) == 3:
-            y = e.add("Add", [y, ins[2]], [target])
+            y = e.add("Add", [y, _float_bias(e, n.operands[2])], [target])
     _activation(e, n, y)
 
 
@@ -748,24 +760,26 @@ def _avg_pool(e: OnnxEmitter, n: Node) -> None:
     e.add("Mul", [mean, _scalar(e, factor, n.operands[0])], [e.out(n)])
 
 
-def _adaptive_ok(n: Node) -> str | None:
-    out, size = n.attrs["output_size"], n.operands[0].shape[2:]
-    if tuple(out) == (1, 1) or all(isinstance(s, int) and s % o == 0 for s, o in zip(size, out)):
-        return None
-    if not all(isinstance(s, int) for s in size):
-        return (f"adaptive_avg_pool2d from the symbolic size {fmt_shape(size)} to {fmt_shape(out)}: ONNX has no "
-                "adaptive pooling; pin the input's H and W (from_onnx(input_shapes=...), a static trace)")
-    return f"adaptive_avg_pool2d from {fmt_shape(size)} to {fmt_shape(out)} has uneven bins"
-
-
-@emits("adaptive_avg_pool2d", condition=_adaptive_ok)
+@emits("adaptive_avg_pool2d")
 def _adaptive(e: OnnxEmitter, n: Node) -> None:
-    out = list(n.attrs["output_size"])
+    """ONNX has no adaptive pooling: one global or even-binned pool where the sizes allow, otherwise
+    torch's bins [floor(i*S/O), ceil((i+1)*S/O)) sliced out (bounds computed at run time for a
+    symbolic S) and averaged one axis at a time, which is exact since each bin is a rectangle."""
+    out, size = list(n.attrs["output_size"]), n.operands[0].shape[2:]
     if out == [1, 1]:
         e.simple(n, "GlobalAveragePool")
         return
-    kernel = [int(s) // o for s, o in zip(n.operands[0].shape[2:], out)]  # type: ignore[call-overload]
-    e.simple(n, "AveragePool", kernel_shape=kernel, strides=kernel)
+    if all(isinstance(s, int) and s % o == 0 for s, o in zip(size, out)):
+        kernel = [int(s) // o for s, o in zip(size, out)]  # type: ignore[call-overload]
+        e.simple(n, "AveragePool", kernel_shape=kernel, strides=kernel)
+        return
+    y = e.ins(n)[0]
+    for axis in (3, 2):
+        s, o = size[axis - 2], out[axis - 2]
+        bins = [e.add("ReduceMean", [e.add("Slice", [y, *_slice_inputs(
+                    e, sym.floordiv(sym.mul(i, s), o), sym.ceildiv(sym.mul(i + 1, s), o), axis, 1)])],
+                      axes=[axis], keepdims=1) for i in range(o)]
+        y = e.add("Concat", bins, [e.out(n)] if axis == 2 else None, axis=axis)
 
 
 @emits("scaled_dot_product_attention")
@@ -842,13 +856,27 @@ def _dequantized(v: Value) -> bool:
     return v.producer is not None and v.producer.op in DEQUANTIZE_OPS
 
 
+def _lowered_to_matmul(linear: Node) -> bool:
+    """A linear `_linear` emits as MatMul (+ Add): rank > 2, and not int8 with every size static."""
+    return linear.operands[0].type.rank != 2 and not (
+        _dequantized(linear.operands[1]) and all(isinstance(d, int) for d in linear.result.shape))
+
+
 def _emitted_by_linears(n: Node) -> bool:
-    """A dequantized parameter read only as the weight of linears on rank > 2 inputs: the linears
-    emit it transposed (DQ(Transpose(int8)), which ONNX Runtime folds and fuses into MatMul)."""
+    """A dequantized parameter read only as the weight or bias of linears emitted as MatMul: they emit
+    the weight transposed (DQ(Transpose(int8)), which ONNX Runtime folds and fuses into MatMul) and
+    the bias as its float value (a DQ'd bias would keep ONNX Runtime from fusing bias, residual add
+    and layer norm, and costs a kernel per layer)."""
     users = n.result.users
-    return n.operands[0].is_parameter and bool(users) and not n.result.is_graph_output and all(
-        u.op == "linear" and u.operands[0].type.rank != 2 and u.operands[1] is n.result and u.operands[0] is not
-        n.result and not all(isinstance(d, int) for d in u.result.shape) for u in users)
+    return all(v.is_parameter for v in n.operands) and bool(users) and not n.result.is_graph_output and all(
+        u.op == "linear" and _lowered_to_matmul(u) and u.operands[0] is not n.result for u in users)
+
+
+def _float_bias(e: OnnxEmitter, bias: Value) -> str:
+    dq = bias.producer
+    if dq is None or not _dequantized(bias) or not _emitted_by_linears(dq):
+        return e.name(bias)
+    return e.const(get_op(dq.op).reference(*(v.data for v in dq.operands), **dq.attrs), hint="bias")
 
 
 def _transposed_weight(e: OnnxEmitter, w: Value) -> str:

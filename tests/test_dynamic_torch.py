@@ -4,7 +4,11 @@ lengths it was never traced at, without padding."""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -67,6 +71,28 @@ def test_pruned_int8_keeps_the_dynamic_length_calibrated_on_unpadded_sentences(m
         ids, mask = unpadded(text, sentences)
         want = go.interpret(pruned, ids, mask)[0]
         assert cosine(session.run(None, {"input_ids": ids, "attention_mask": mask})[0], want).min() > 0.99
+
+
+def test_int8_onnx_keeps_the_sizes_onnx_runtime_fuses_on(minilm: tuple) -> None:
+    """A symbolic size that went through shape arithmetic is lost to ONNX Runtime's own inference, and
+    a dequantized int32 bias is not a constant to it: either stops the residual add and layer norm
+    from fusing, and every layer pays a kernel or two per linear for it."""
+    text, graph = minilm
+    calibration = [unpadded(text, models.varied_sentences(4, seed=k)) for k in range(2)]
+    int8 = go.run_pipeline(graph, "canonicalize,fold-bn,fuse-activation,quantize", calibration=calibration).graph
+    model = go.to_onnx(int8)
+    initializers = {t.name: t for t in model.graph.initializer}
+    assert not [n.name for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in initializers
+                and initializers[n.input[0]].data_type == onnx.TensorProto.INT32]
+    sizes = {d.dim_param for v in model.graph.value_info for d in v.type.tensor_type.shape.dim}
+    assert {"N", "L"} <= sizes
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        fused = [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node]
+    assert fused.count("SkipLayerNormalization") == 4  # two layers: after attention and after the MLP
+    assert "DequantizeLinear" not in fused
 
 
 def test_an_arange_from_a_symbolic_start_is_a_clear_error() -> None:
@@ -135,3 +161,29 @@ def test_distill_trains_on_sentences_of_different_lengths(minilm: tuple) -> None
                              calibration=data[:2], data=data)
     losses = result.records[-1].details.losses
     assert losses[-1] < losses[0] and str(result.graph.inputs[0].type) == "int64[N, L]"
+
+
+class AdaptiveHead(torch.nn.Module):
+    """alexnet's and VGG's head: adaptive pooling to a fixed grid, whatever H and W are."""
+
+    def __init__(self, grid: tuple[int, int]) -> None:
+        super().__init__()
+        self.conv, self.grid = torch.nn.Conv2d(3, 4, 3, stride=2), grid
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(torch.nn.functional.adaptive_avg_pool2d(self.conv(x), self.grid), 1)
+
+
+@pytest.mark.parametrize("grid", [(6, 6), (3, 5)])
+def test_adaptive_pooling_over_a_symbolic_height_and_width_runs_in_onnx_at_any_size(grid: tuple) -> None:
+    module = AdaptiveHead(grid).eval()
+    size = {2: torch.export.Dim("H", min=8, max=512), 3: torch.export.Dim("W", min=8, max=512)}
+    graph = go.from_torch(module, (torch.randn(1, 3, 40, 40),), dynamic_shapes=(size,))
+    session = ort.InferenceSession(go.to_onnx(graph).SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    for h, w in [(40, 40), (13, 29), (64, 17)]:  # bins even, uneven, and uneven with overlaps
+        x = rng.standard_normal((1, 3, h, w)).astype(np.float32)
+        with torch.no_grad():
+            want = module(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(session.run(None, {"x": x})[0], want, atol=1e-5)
+        np.testing.assert_allclose(go.interpret(graph, x)[0], want, atol=1e-5)
