@@ -606,11 +606,12 @@ def _pad_mode(n: Node) -> str | None:
 @emits("pad", condition=_pad_mode)
 def _pad(e: OnnxEmitter, n: Node) -> None:
     rank, pad = n.operands[0].type.rank, n.attrs["pad"]
-    begin, end = [0] * rank, [0] * rank
+    begin: list[Dim] = [0] * rank
+    end: list[Dim] = [0] * rank
     for i in range(len(pad) // 2):
         begin[rank - 1 - i], end[rank - 1 - i] = pad[2 * i], pad[2 * i + 1]
     mode = {"constant": "constant", "reflect": "reflect", "replicate": "edge"}[n.attrs["mode"]]
-    inputs = [e.ins(n)[0], e.ints(begin + end, "pads")]
+    inputs = [e.ins(n)[0], e.shape(begin + end)]
     if mode == "constant":
         inputs.append(_scalar(e, n.attrs["value"], n.operands[0]))
     e.add("Pad", inputs, [e.out(n)], mode=mode)

@@ -187,3 +187,34 @@ def test_adaptive_pooling_over_a_symbolic_height_and_width_runs_in_onnx_at_any_s
             want = module(torch.from_numpy(x)).numpy()
         np.testing.assert_allclose(session.run(None, {"x": x})[0], want, atol=1e-5)
         np.testing.assert_allclose(go.interpret(graph, x)[0], want, atol=1e-5)
+
+
+class PadToMultiple(torch.nn.Module):
+    """What OCR and detection models do first: pad H and W up to a multiple of the stride."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[2:]
+        return self.conv(torch.nn.functional.pad(x, (0, (8 - w % 8) % 8, 1, (8 - h % 8) % 8)))
+
+
+def test_padding_by_a_width_computed_from_symbolic_sizes_runs_at_any_size() -> None:
+    module = PadToMultiple().eval()
+    size = {2: torch.export.Dim("H", min=8, max=512), 3: torch.export.Dim("W", min=8, max=512)}
+    graph = go.from_torch(module, (torch.randn(1, 3, 20, 30),), dynamic_shapes=(size,))
+    (pad,) = [n for n in graph if n.op == "pad"]
+    assert not all(isinstance(p, int) for p in pad.attrs["pad"])
+    assert go.print_graph(go.parse(go.print_graph(graph))) == go.print_graph(graph)
+    session = ort.InferenceSession(go.to_onnx(graph).SerializeToString(), providers=["CPUExecutionProvider"])
+    fx_module = go.to_torch(graph)
+    rng = np.random.default_rng(0)
+    for h, w in [(20, 30), (16, 16), (9, 57)]:
+        x = rng.standard_normal((1, 3, h, w)).astype(np.float32)
+        with torch.no_grad():
+            want = module(torch.from_numpy(x)).numpy()
+            np.testing.assert_allclose(fx_module(torch.from_numpy(x)).numpy(), want, atol=1e-5)
+        np.testing.assert_allclose(session.run(None, {"x": x})[0], want, atol=1e-5)
+        np.testing.assert_allclose(go.interpret(graph, x)[0], want, atol=1e-5)

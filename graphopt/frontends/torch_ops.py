@@ -336,11 +336,11 @@ def gather(cv: TorchImporter, node: Node) -> Value:
 
 @register_aten("pad.default", "constant_pad_nd.default")
 def pad(cv: TorchImporter, node: Node) -> Value:
-    widths = ints(node.args[1])
+    widths = [_size_arg(cv, w) for w in node.args[1]]  # swin pads to a multiple of its window: symbolic
     constant = "constant_pad_nd" in str(node.target)
     mode = "constant" if constant else arg(node, 2, "mode", "constant")
     value = arg(node, 2 if constant else 3, "value", 0.0)
-    if any(w < 0 for w in widths):
+    if any(isinstance(w, int) and w < 0 for w in widths):
         raise GraphoptError("negative padding (cropping) is not supported")
     return cv.emit("pad", [cv.value(node.args[0])], {"pad": widths, "mode": mode, "value": float(value or 0.0)})
 

@@ -344,12 +344,12 @@ define("gather", _gather, lambda x, i, dim: np.take_along_axis(x, i, axis=dim),
 # --- padding, rolling, flipping -------------------------------------------------------------------------
 def _pad(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType:
     t, pad = types[0], attrs["pad"]
-    if len(pad) % 2 or len(pad) // 2 > t.rank or any(p < 0 for p in pad):
+    if len(pad) % 2 or len(pad) // 2 > t.rank or any(isinstance(p, int) and p < 0 for p in pad):
         raise ShapeError(f"pad {fmt_shape(pad)} must be non-negative (before, after) pairs, last dim first")
     shape = list(t.shape)
     for i in range(len(pad) // 2):
         d = t.rank - 1 - i
-        shape[d] = sym.add(shape[d], pad[2 * i] + pad[2 * i + 1])
+        shape[d] = sym.add(shape[d], pad[2 * i], pad[2 * i + 1])
     return t.with_shape(shape)
 
 
@@ -366,7 +366,7 @@ def pad(x: np.ndarray, pad: tuple[int, ...], mode: str, value: float) -> np.ndar
 
 
 define("pad", _pad, pad,
-       attrs={"pad": attr_ints(), "mode": attr_str("constant", *_PAD_MODES), "value": attr_float(0.0)},
+       attrs={"pad": attr_dims(), "mode": attr_str("constant", *_PAD_MODES), "value": attr_float(0.0)},
        channel=ChannelRule.ELEMENTWISE)
 
 
