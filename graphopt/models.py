@@ -72,7 +72,7 @@ def varied_texts(count: int, seed: int = 0) -> list[str]:
     repeated phrases and paragraphs longer than the sequence."""
     rng = np.random.default_rng(seed)
     pick = lambda words: words[int(rng.integers(len(words)))]  # noqa: E731
-    statements = iter(varied_sentences(2 * count, seed))
+    statements = iter(varied_sentences(6 * count, seed))  # a paragraph takes up to six
     kinds = [
         lambda: next(statements),
         lambda: next(statements),

@@ -55,3 +55,9 @@ def test_minilm_real_weights(tmp_path: Path) -> None:
     assert "bert.embeddings.word_embeddings.weight" in {p.name for p in graph.parameters}
     assert any(n.op == "scaled_dot_product_attention" for n in graph)
     assert graph.find("bert.encoder.layer.0.attention.self.query")[0].op == "linear"
+
+
+def test_varied_texts_never_run_out_of_sentences() -> None:
+    """A paragraph draws up to six statements: one text per seed exercises every kind over many seeds."""
+    texts = [t for seed in range(300) for t in models.varied_texts(1, seed)]
+    assert len(texts) == 300 and all(t.strip() for t in texts)
