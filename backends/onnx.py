@@ -65,8 +65,13 @@ def unsupported(graph: Graph) -> list[str]:
 
 
 class OnnxEmitter:
-    def __init__(self, graph: Graph) -> None:
+    """Lowers a Graph to an ONNX model. With `parameters_as_inputs` the weights become graph inputs
+    fed at run time instead of being copied into the file (fast_run: calibration builds a model per
+    candidate, and copying the weights costs more than running it)."""
+
+    def __init__(self, graph: Graph, parameters_as_inputs: bool = False) -> None:
         self.graph = graph
+        self.parameters_as_inputs = parameters_as_inputs
         self.names = Namer()
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
@@ -170,7 +175,10 @@ class OnnxEmitter:
         for p in self.graph.parameters:
             if p.data is None:
                 raise GraphoptError(f"parameter %{p.name} has no data; load the graph with its weights")
-            self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(p.data), self.name(p)))
+            if self.parameters_as_inputs:
+                inputs.append(self.value_info(p))
+            else:
+                self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(p.data), self.name(p)))
         for node in self.graph:
             self.current = node
             EMITTERS[node.op](self, node)

@@ -20,6 +20,7 @@ from graphopt.ir.types import DType
 from graphopt.quant import Calibration, CalibrationError, Histogram, observe_range, sqnr_db
 from graphopt.quant.integer import interpret_integer
 from graphopt.quant.observers import affine_qparams, expected_sqnr_db
+from graphopt.quant.runner import Runner
 from graphopt.testing import check_pass
 
 RNG = np.random.default_rng(0)
@@ -259,7 +260,7 @@ def test_calibration_statistics_are_reused_across_pipelines(small, monkeypatch) 
     graph, data = small
     calibration = Calibration(data)
     graphopt.run_pipeline(graph, "quantize{calib=minmax}", calibration=calibration)
-    monkeypatch.setattr(graphopt.interp.Interpreter, "run_node", None)  # running the float model would fail
+    monkeypatch.setattr(Runner, "run", None)  # running the float model would fail
     key_count = len(calibration._statistics)
     calibration.statistics(graph)
     assert len(calibration._statistics) == key_count == 1

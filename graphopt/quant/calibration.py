@@ -14,14 +14,13 @@ from typing import Any
 import numpy as np
 
 from graphopt.errors import GraphoptError
-from graphopt.interp import Interpreter
 from graphopt.ir.graph import Graph
-from graphopt.ir.node import Node
 from graphopt.ir.printer import print_graph
 from graphopt.ir.types import DType, fmt_shape
 from graphopt.ir.value import Value
 from graphopt.progress import progress
 from graphopt.quant.observers import Histogram
+from graphopt.quant.runner import Runner
 
 
 class CalibrationError(GraphoptError):
@@ -95,19 +94,6 @@ class Statistics:
         return self._lookup(value).channels.values
 
 
-class _Observing(Interpreter):
-    def __init__(self, graph: Graph, observed: dict[int, Observed]) -> None:
-        super().__init__(graph)
-        self.observed = observed
-
-    def run_node(self, node: Node, args: Sequence[np.ndarray]) -> list[np.ndarray]:
-        results = super().run_node(node, args)
-        for value, array in zip(node.results, results):
-            if id(value) in self.observed:
-                self.observed[id(value)].add(array)
-        return results
-
-
 class Calibration:
     """Calibration samples: each one a tuple with an array (numpy or torch) for every graph input.
     A single array stands for a one-input sample. Pass the same Calibration to several pipelines to
@@ -150,13 +136,18 @@ class Calibration:
             self.check(graph)
             values = tracked_values(graph)
             observed = {id(v): Observed() for v in values}
-            observer = _Observing(graph, observed)
+            inputs = {id(v) for v in graph.inputs}
+            results = [v for v in values if id(v) not in inputs]
+            runner = Runner(graph, results)
             outputs = []
-            for sample in progress(self.samples, len(self.samples), "calibrating"):
+            for sample in progress(self.samples, len(self.samples), f"calibrating on {runner.backend}"):
                 for value, array in zip(graph.inputs, sample):
                     if id(value) in observed:
                         observed[id(value)].add(array)
-                outputs.append(observer.run(*sample))
+                graph_outputs, arrays = runner.run(*sample)
+                for value, array in zip(results, arrays):
+                    observed[id(value)].add(array)
+                outputs.append(graph_outputs)
             self._statistics[key] = ([observed[id(v)] for v in values], outputs)
         return Statistics(graph, *self._statistics[key])
 

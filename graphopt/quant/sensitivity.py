@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from graphopt.interp import Interpreter
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node
 from graphopt.progress import progress
@@ -19,6 +18,7 @@ from graphopt.quant.calibration import Statistics
 from graphopt.quant.observers import expected_sqnr_db
 from graphopt.quant.placement import Profile, plan
 from graphopt.quant.quantizer import Scheme, apply_plan, int8_weight
+from graphopt.quant.runner import Runner
 
 
 def sqnr_db(reference: Sequence[np.ndarray], got: Sequence[np.ndarray]) -> float:
@@ -55,8 +55,8 @@ class Evaluator:
         return clone
 
     def sqnr(self, layers: Sequence[int]) -> float:
-        interp = Interpreter(self.quantized(layers))
-        return min(sqnr_db(ref, interp.run(*s)) for ref, s in zip(self.stats.outputs, self.samples))
+        runner = Runner(self.quantized(layers))
+        return min(sqnr_db(ref, runner.run(*s)[0]) for ref, s in zip(self.stats.outputs, self.samples))
 
     def sensitivity(self, layers: Sequence[int]) -> list[Sensitivity]:
         nodes = list(self.graph)
