@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -153,8 +153,10 @@ def dynamic(name: str, module: torch.nn.Module) -> dict[str, Any]:
         size = 299 if name.startswith("inception") else 224
         example = (torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1)),)
         try:
-            graph, seconds = timed(lambda: go.from_torch(module, example, dynamic_shapes=({0: auto, 2: auto, 3: auto},)))
-        except go.GraphoptError as e:  # what graphopt cannot keep symbolic: say so, and keep the batch symbolic
+            with time_limit(SPATIAL_LIMIT_S, "tracing with symbolic H and W"):
+                graph, seconds = timed(lambda: go.from_torch(module, example, dynamic_shapes=({0: auto, 2: auto,
+                                                                                              3: auto},)))
+        except (go.GraphoptError, TimeoutError) as e:  # say why, and keep the batch symbolic
             row["dynamic_spatial_failure"] = f"{type(e).__name__}: {str(e)[:300]}"
             graph, seconds = timed(lambda: go.from_torch(module, example, dynamic_shapes=({0: auto},)))
     with tempfile.TemporaryDirectory() as tmp:  # a file: weights over 2 GB go beside it
@@ -273,21 +275,29 @@ def add_fold_columns(done: dict[str, dict[str, Any]], log: Path) -> None:
         gc.collect()
 
 
-DYNAMIC_LIMIT_S = 1200  # torch.export's symbolic H and W take minutes on swin (230 s for swin_t) and maxvit
+DYNAMIC_LIMIT_S = 600
+SPATIAL_LIMIT_S = 300  # torch.export's symbolic H and W take minutes on swin (230 s for swin_t) and maxvit
 
 
-def _out_of_time(signum: int, frame: Any) -> None:
-    raise TimeoutError(f"the dynamic column took over {DYNAMIC_LIMIT_S} s")
+@contextlib.contextmanager
+def time_limit(seconds: int, what: str) -> Iterator[None]:
+    """Raise TimeoutError in the block after `seconds`; an enclosing limit resumes afterwards."""
+    def expire(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"{what} took over {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    outer, start = signal.alarm(seconds), time.monotonic()
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+        signal.alarm(max(1, outer - int(time.monotonic() - start)) if outer else 0)
 
 
 def limited_dynamic(name: str, module: torch.nn.Module) -> dict[str, Any]:
     """`dynamic`, given up after DYNAMIC_LIMIT_S seconds."""
-    signal.signal(signal.SIGALRM, _out_of_time)
-    signal.alarm(DYNAMIC_LIMIT_S)
-    try:
+    with time_limit(DYNAMIC_LIMIT_S, "the dynamic column"):
         return dynamic(name, module)
-    finally:
-        signal.alarm(0)
 
 
 def add_dynamic_column(done: dict[str, dict[str, Any]], log: Path) -> None:

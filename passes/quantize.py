@@ -27,7 +27,7 @@ from graphopt.ir.graph import Graph
 from graphopt.ops.quant import DEQUANTIZE_OPS
 from graphopt.pipeline import Contract, Pass, PassContext, PassResult, option, register_pass
 from graphopt.quant.calibration import Calibration
-from graphopt.quant.placement import PROFILES, candidate_layers, plan, profile
+from graphopt.quant.placement import TARGETS, candidate_layers, plan, profile
 from graphopt.quant.quantizer import Scheme, SchemeOptions, apply_plan
 from graphopt.quant.sensitivity import Evaluator, LayerError, Sensitivity, layer_errors, mixed_precision
 from graphopt.quant.smoothing import smooth
@@ -39,6 +39,7 @@ class QuantizeSummary:
     SQNR on the calibration samples before and after the mixed-precision fallback."""
 
     spec: str
+    target: str  # the profile placed for, and why it applies to this machine
     int8: list[str]  # layers (lookup tables stored in int8 are in `tables`)
     float: dict[str, str]
     budget_db: float
@@ -58,7 +59,7 @@ class Quantize(Pass, SchemeOptions):
     name = "quantize"
     contract = Contract("bounded")
     skip: tuple[str, ...] = ()
-    target: str = option("ort-cpu", choices=tuple(PROFILES))
+    target: str = option("auto", choices=TARGETS)
     budget: float = option(20.0, low=0, high=120)  # dB; 0 turns mixed precision off
     smooth: float = option(0.5, low=0, high=1)
     samples: int = option(16, low=1)
@@ -69,14 +70,15 @@ class Quantize(Pass, SchemeOptions):
         Scheme.of(self, 127)  # options that only clash together (weight-bits=4 with activations) fail here
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        target = profile(self.target)
+        target, why = profile(self.target)
+        chosen_target = f"{target.name}: {why}"
         scheme = Scheme.of(self, target.weight_max)
         nodes = list(graph)
         if any(n.op in DEQUANTIZE_OPS for n in nodes):  # quantized before: its choices stand
-            return PassResult(False, details=QuantizeSummary(self.spec(), [], {}, self.budget))
+            return PassResult(False, details=QuantizeSummary(self.spec(), chosen_target, [], {}, self.budget))
         index = {id(n): i for i, n in enumerate(nodes)}
         layers = [index[id(n)] for n in candidate_layers(graph, target, self.skip)]
-        summary = QuantizeSummary(self.spec(), [], {n.loc or n.op: "skip=" for n in nodes
+        summary = QuantizeSummary(self.spec(), chosen_target, [], {n.loc or n.op: "skip=" for n in nodes
                                                     if n.op in target.layers | target.tables and index[id(n)] not in layers},
                                   self.budget)
         if not layers:

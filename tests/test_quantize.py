@@ -364,3 +364,35 @@ def test_smoothing_is_exact_and_moves_outlier_channels_into_the_weights() -> Non
         return summary.sqnr_all_int8
 
     assert all_int8_sqnr("quantize{budget=1}") > all_int8_sqnr("quantize{budget=1,smooth=0}") + 3
+
+
+@pytest.mark.parametrize(("flags", "machine", "isa", "weight_max"), [
+    ({"avx2", "avx512f", "avx512_vnni"}, "x86_64", "avx512vnni", 127),
+    ({"avx2", "avx_vnni"}, "x86_64", "avxvnni", 127),
+    ({"avx2", "avx512f"}, "x86_64", "avx512", 64),
+    ({"avx2", "fma"}, "x86_64", "avx2", 64),
+    ({"sse4_1"}, "x86_64", "x86", 64),
+    ({"asimd", "asimddp"}, "aarch64", "arm-dotprod", 127),
+    ({"asimd"}, "aarch64", "arm", 127),
+])
+def test_target_auto_keeps_8_bit_weights_only_where_the_cpu_accumulates_in_int32(flags, machine, isa,
+                                                                                 weight_max) -> None:
+    from graphopt.analysis.latency import isa_of
+    from graphopt.quant.placement import detected_profile
+
+    assert isa_of(flags, machine) == isa
+    target, why = detected_profile(isa)
+    assert target.weight_max == weight_max and ("8 bits" in why if weight_max == 127 else "7 bits" in why)
+
+
+def test_the_summary_says_which_target_was_picked_and_why(small) -> None:
+    from graphopt.analysis.latency import cpu_kind
+
+    graph, data = small
+    summary = graphopt.run_pipeline(graph, "quantize", calibration=data).records[0].details
+    picked = "ort-cpu-vnni" if cpu_kind() in ("avx512vnni", "avxvnni", "arm-dotprod", "arm") else "ort-cpu:"
+    assert summary.target.startswith(picked) and "bits" in summary.target
+    forced = graphopt.run_pipeline(graph, "quantize{target=ort-cpu}", calibration=data).records[0].details
+    assert forced.target == "ort-cpu: target=ort-cpu asked for"
+    with pytest.raises(graphopt.GraphoptError, match="target=tensorrt-x is not a choice"):
+        graphopt.run_pipeline(graph, "quantize{target=tensorrt-x}", calibration=data)

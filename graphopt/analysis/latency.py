@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import platform
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,13 +26,22 @@ LAYERS = ("conv1d", "conv2d", "conv_transpose2d", "linear", "matmul")
 
 @functools.cache
 def cpu_kind() -> str:
-    """avx512vnni | avx512 | avx2 | x86: the vector ISA kernels and latency tables depend on."""
+    """avx512vnni | avxvnni | avx512 | avx2 | x86 | arm-dotprod | arm: the vector ISA that int8
+    kernels and latency tables depend on (read from /proc/cpuinfo's flags or features)."""
     try:
-        flags = Path("/proc/cpuinfo").read_text().split()
+        flags = set(Path("/proc/cpuinfo").read_text().split())
     except OSError:
         return "unknown-cpu"
-    return "avx512vnni" if "avx512_vnni" in flags else "avx512" if "avx512f" in flags else \
-        "avx2" if "avx2" in flags else "x86"
+    return isa_of(flags, platform.machine())
+
+
+def isa_of(flags: set[str], machine: str) -> str:
+    if machine.lower() in ("aarch64", "arm64"):
+        return "arm-dotprod" if "asimddp" in flags else "arm"
+    for flag, kind in (("avx512_vnni", "avx512vnni"), ("avx_vnni", "avxvnni"), ("avx512f", "avx512"), ("avx2", "avx2")):
+        if flag in flags:
+            return kind
+    return "x86"
 
 
 def static(t: TensorType) -> TensorType:

@@ -52,13 +52,31 @@ ORT_CPU = Profile(
 # CPUs with VNNI (AVX512-VNNI, AVX-VNNI) or ARM dot products accumulate in int32: full 8-bit weights.
 ORT_CPU_VNNI = dataclasses.replace(ORT_CPU, name="ort-cpu-vnni", weight_max=127)
 PROFILES = {p.name: p for p in (ORT_CPU, ORT_CPU_VNNI)}
+TARGETS = ("auto", *PROFILES)
+
+_ISA_NAMES = {"avx512vnni": "AVX-512 VNNI", "avxvnni": "AVX-VNNI", "arm-dotprod": "ARM dot product", "arm": "ARM NEON",
+              "avx512": "AVX-512 without VNNI", "avx2": "AVX2", "x86": "x86 without AVX2"}
 
 
-def profile(name: str) -> Profile:
+def detected_profile(isa: str) -> tuple[Profile, str]:
+    """The profile for this CPU's int8 instructions, and why."""
+    name = _ISA_NAMES.get(isa, f"an unrecognized CPU ({isa})")
+    if isa in ("avx512vnni", "avxvnni", "arm-dotprod", "arm"):
+        return ORT_CPU_VNNI, f"{name} accumulates int8 products in int32, so weights keep all 8 bits"
+    return ORT_CPU, (f"{name} multiplies uint8 x int8 pairs into saturating int16 (vpmaddubsw), so weights keep 7 "
+                     "bits to compute exactly; target=ort-cpu-vnni gives 8-bit weights for VNNI machines")
+
+
+def profile(name: str) -> tuple[Profile, str]:
+    """The profile a target names (auto: the one for this machine's CPU), and why it applies."""
+    if name == "auto":
+        from graphopt.analysis.latency import cpu_kind
+
+        return detected_profile(cpu_kind())
     try:
-        return PROFILES[name]
+        return PROFILES[name], f"target={name} asked for"
     except KeyError:
-        raise GraphoptError(f"unknown quantization target {name!r}; available: {', '.join(PROFILES)}") from None
+        raise GraphoptError(f"unknown quantization target {name!r}; available: {', '.join(TARGETS)}") from None
 
 
 @dataclass

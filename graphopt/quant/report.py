@@ -26,6 +26,7 @@ def quantize_section(path: Path, *, weight_bytes: int, after: Graph, summary: An
     size_before, size_after = weight_bytes, graph_cost(after).param_bytes
     lines = ["## Quantization", "",
              f"- pipeline pass: `{summary.spec}`; calibration samples: {samples}",
+             f"- target: {summary.target}",
              f"- weights: {size_before / 1e6:.2f} MB -> {size_after / 1e6:.2f} MB "
              f"({size_before / max(size_after, 1):.2f}x smaller)",
              f"- layers in int8: {len(summary.int8)}; kept in float: {len(summary.float)}; "
