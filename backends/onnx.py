@@ -175,10 +175,6 @@ class OnnxEmitter:
         for p in self.graph.parameters:
             if p.data is None:
                 raise GraphoptError(f"parameter %{p.name} has no data; load the graph with its weights")
-            if self.parameters_as_inputs:
-                inputs.append(self.value_info(p))
-            else:
-                self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(p.data), self.name(p)))
         for node in self.graph:
             self.current = node
             EMITTERS[node.op](self, node)
@@ -192,6 +188,14 @@ class OnnxEmitter:
                 outputs.append(helper.make_tensor_value_info(alias, onnx_dtype(v.dtype), onnx_dims(v.shape)))
             else:
                 outputs.append(self.value_info(v))
+        read = {name for node in self.nodes for name in node.input}
+        for p in self.graph.parameters:  # one read only by a dequantize folded into its reader is left out
+            if self.name(p) not in read:
+                continue
+            if self.parameters_as_inputs:
+                inputs.append(self.value_info(p))
+            else:
+                self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(p.data), self.name(p)))
         g = helper.make_graph(self.nodes, self.graph.name, inputs, outputs, self.initializers,
                               value_info=self.symbolic_value_info())
         model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], producer_name="graphopt")

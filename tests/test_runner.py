@@ -11,6 +11,7 @@ import torchvision
 from hypothesis import given, settings
 
 import graphopt as go
+from graphopt.quant import sqnr_db
 from graphopt.quant.calibration import Calibration, tracked_values
 from graphopt.quant.runner import Runner
 from graphopt.testing.strategies import graphs_with_inputs
@@ -66,11 +67,15 @@ def test_calibration_statistics_match_the_interpreters(resnet: tuple, monkeypatc
 def test_a_fake_quantized_model_agrees_with_the_interpreter(resnet: tuple) -> None:
     graph, samples = resnet
     int8 = go.run_pipeline(graph, "canonicalize,fold-bn,fuse-activation,quantize{budget=0}", calibration=samples).graph
-    got = Runner(int8).run(*samples[0])[0][0]
-    want = go.interpret(int8, *samples[0])[0]
-    # the same float ops; a product landing on the other side of a rounding tie moves one step
-    assert np.abs(got - want).max() <= 0.02 * np.abs(want).max()
-    assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.9999
+    for sample in samples:
+        got = Runner(int8).run(*sample)[0]
+        want = go.interpret(int8, *sample)
+        reference = go.interpret(graph, *sample)
+        # The same float ops, summed in another order: a value that lands on the other side of a
+        # rounding step moves one step, and later layers carry that on. It stays far below the
+        # quantization error itself, which is what the sensitivity search measures.
+        assert sqnr_db(want, got) > 25  # 36-38 dB on this model, against 30-34 dB of quantization error
+        assert sqnr_db(reference, got) == pytest.approx(sqnr_db(reference, want), abs=1.0)
 
 
 def test_a_graph_onnx_cannot_take_runs_on_the_interpreter_and_says_why(resnet: tuple,

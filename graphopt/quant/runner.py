@@ -70,7 +70,9 @@ class Runner:
         self._fetch = [emitter.name(v) for v in self.observed]
         self._count = len(self.graph.outputs)
         self._inputs = [emitter.name(v) for v in self.graph.inputs]
-        self._weights = {emitter.name(p): np.ascontiguousarray(p.data) for p in self.graph.parameters}
+        declared = {v.name for v in model.graph.input}
+        self._weights = {emitter.name(p): np.ascontiguousarray(p.data) for p in self.graph.parameters
+                         if emitter.name(p) in declared}
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         options.log_severity_level = 3
