@@ -148,10 +148,13 @@ class OnnxEmitter:
         return self.ints(shape) if shape is not None else self.shape(target.shape)
 
     def shape(self, dims: Sequence[Dim]) -> str:
-        """A 1-D int64 tensor holding `dims` at run time."""
+        """A 1-D int64 tensor holding `dims` at run time (computed once per distinct shape)."""
         if all(isinstance(d, int) for d in dims):
             return self.ints(dims)  # type: ignore[arg-type]
-        return self.add("Concat", [self.dim(d) for d in dims], axis=0)
+        key = "shape:" + ",".join(map(str, dims))
+        if key not in self._dims:
+            self._dims[key] = self.add("Concat", [self.dim(d) for d in dims], axis=0)
+        return self._dims[key]
 
     # --- model ------------------------------------------------------------------------------------
     def value_info(self, value: Value) -> onnx.ValueInfoProto:
@@ -696,7 +699,7 @@ def _linear(e: OnnxEmitter, n: Node) -> None:
         # int8 on rank > 2: flatten to one Gemm (ONNX Runtime fuses DQ -> Gemm -> with an int32 bias
         # into QGemm; MatMul + Add fuses only when no other rewrite claims the Add first).
         flat = e.add("Reshape", [ins[0], e.ints([-1, n.operands[0].shape[-1]])])
-        y = e.add("Reshape", [e.add("Gemm", [flat, *ins[1:]], transB=1), e.ints(n.result.shape)], [target])
+        y = e.add("Reshape", [e.add("Gemm", [flat, *ins[1:]], transB=1), e.shape(n.result.shape)], [target])
     else:
         y = e.add("MatMul", [ins[0], _transposed_weight(e, n.operands[1])], [target] if len(ins) == 2 else None)
         if len(ins) == 3:
