@@ -15,6 +15,10 @@ below `budget` dB, the layers whose quantization alone hurts the output most sta
 budget holds (budget=0 turns this off). The layers kept float and the sensitivity of every layer
 are in the pass's details (a QuantizeSummary), which the report draws.
 
+With `bias-correction=true` each layer's bias is then moved, layer by layer on the calibration
+samples, so that its quantized output keeps the float model's per-channel mean (empirical bias
+correction; it pays most for depthwise convs with per-tensor weights).
+
 Contract: bounded -- on the calibration samples the output SQNR is at least `budget` dB -- and
 idempotent (a graph that already holds dequantize nodes keeps its precision choices)."""
 
@@ -22,10 +26,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from graphopt.errors import GraphoptError
+from graphopt.errors import GraphoptError, OptionError
 from graphopt.ir.graph import Graph
 from graphopt.ops.quant import DEQUANTIZE_OPS
 from graphopt.pipeline import Contract, Pass, PassContext, PassResult, option, register_pass
+from graphopt.quant.bias_correction import BiasShift, correct_biases
 from graphopt.quant.calibration import Calibration
 from graphopt.quant.placement import TARGETS, candidate_layers, plan, profile
 from graphopt.quant.quantizer import Scheme, SchemeOptions, apply_plan
@@ -44,6 +49,7 @@ class QuantizeSummary:
     float: dict[str, str]
     budget_db: float
     smoothed: list[str] = field(default_factory=list)
+    bias_shifts: list[BiasShift] = field(default_factory=list)
     tables: list[str] = field(default_factory=list)
     errors: list[LayerError] = field(default_factory=list)
     sqnr_all_int8: float | None = None
@@ -64,10 +70,14 @@ class Quantize(Pass, SchemeOptions):
     smooth: float = option(0.5, low=0, high=1)
     samples: int = option(16, low=1)
     sensitivity: str = option("auto", choices=("auto", "always"))  # always: measured for the report
+    bias_correction: bool = option(False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         Scheme.of(self, 127)  # options that only clash together (weight-bits=4 with activations) fail here
+        if self.bias_correction and self.activations == "none":
+            raise OptionError("quantize: bias-correction measures the quantized model on calibration samples; "
+                              "it applies with quantized activations (drop activations=none)")
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         target, why = profile(self.target)
@@ -102,8 +112,8 @@ class Quantize(Pass, SchemeOptions):
                     index = {id(n): i for i, n in enumerate(nodes)}
                     layers = [index[id(n)] for n in chosen_layers]
                     stats = calibration.statistics(graph)  # the smoothed tensors
+            evaluator = Evaluator(graph, calibration.samples[:self.samples], stats, scheme, target)
             if self.budget > 0:
-                evaluator = Evaluator(graph, calibration.samples[:self.samples], stats, scheme, target)
                 mixed = mixed_precision(evaluator, layers, self.budget, always_measure=self.sensitivity == "always")
                 summary.sqnr_all_int8, summary.sqnr, summary.sensitivity = mixed.sqnr_all_int8, mixed.sqnr, \
                     mixed.sensitivity
@@ -112,6 +122,8 @@ class Quantize(Pass, SchemeOptions):
                     name = nodes[i].loc or nodes[i].op
                     summary.float[name] = f"sensitivity: {scores.get(name, 0.0):.1f} dB alone"
                 layers = mixed.int8
+            if self.bias_correction:
+                summary.bias_shifts = correct_biases(evaluator, [i for i in layers if ctx.allow(nodes[i])])
         chosen = [nodes[i] for i in layers if ctx.allow(nodes[i])]
         summary.int8 = [n.loc or n.op for n in chosen if n.op not in target.tables]
         summary.tables = [n.loc or n.op for n in chosen if n.op in target.tables]

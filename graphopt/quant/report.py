@@ -27,6 +27,8 @@ def quantize_section(path: Path, *, weight_bytes: int, after: Graph, summary: An
     lines = ["## Quantization", "",
              f"- pipeline pass: `{summary.spec}`; calibration samples: {samples}",
              f"- target: {summary.target}",
+             *([f"- bias correction: {len(summary.bias_shifts)} layers, largest mean shift removed "
+                f"{max(s.shift for s in summary.bias_shifts):.2%} of a layer's output RMS"] if summary.bias_shifts else []),
              f"- weights: {size_before / 1e6:.2f} MB -> {size_after / 1e6:.2f} MB "
              f"({size_before / max(size_after, 1):.2f}x smaller)",
              f"- layers in int8: {len(summary.int8)}; kept in float: {len(summary.float)}; "

@@ -47,15 +47,16 @@ class Evaluator:
         self.graph, self.samples, self.stats = graph, list(samples), stats
         self.scheme, self.target = scheme, target
 
-    def quantized(self, layers: Sequence[int]) -> Graph:
+    def quantized(self, layers: Sequence[int]) -> tuple[Graph, list[Node]]:
+        """A copy with `layers` quantized, and its nodes as they were numbered before."""
         clone = self.graph.clone()
         nodes = list(clone)
         apply_plan(clone, plan(clone, [nodes[i] for i in layers], self.target), self.scheme,
                    self.stats.rebind(clone))
-        return clone
+        return clone, nodes
 
     def sqnr(self, layers: Sequence[int]) -> float:
-        runner = Runner(self.quantized(layers))
+        runner = Runner(self.quantized(layers)[0])
         return min(sqnr_db(ref, runner.run(*s)[0]) for ref, s in zip(self.stats.outputs, self.samples))
 
     def sensitivity(self, layers: Sequence[int]) -> list[Sensitivity]:
