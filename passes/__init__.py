@@ -10,6 +10,7 @@ from graphopt.passes import (  # noqa: F401  (registration)
     cse,
     dce,
     distill,
+    equalize,
     fold_bn,
     fold_constants,
     fuse_activation,

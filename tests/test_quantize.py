@@ -400,16 +400,22 @@ def test_the_summary_says_which_target_was_picked_and_why(small) -> None:
 
 class DepthwiseBlock(torch.nn.Module):
     """A depthwise conv whose channels' weights span 2.5 decades: per-tensor int8 weights round the
-    small channels coarsely, which shifts their output means."""
+    small channels coarsely, which shifts their output means. `compensated`: the pointwise conv
+    after it scales those channels back up, as a folded batch norm does in trained models, so
+    the coarse channels matter to the output."""
 
-    def __init__(self) -> None:
+    def __init__(self, compensated: bool = False) -> None:
         super().__init__()
         self.stem = torch.nn.Conv2d(3, 16, 3, padding=1)
         self.dw = torch.nn.Conv2d(16, 16, 3, padding=1, groups=16)
         self.pw = torch.nn.Conv2d(16, 8, 1)
         self.fc = torch.nn.Linear(8, 5)
+        spread = torch.logspace(-2, 0.5, 16)
         with torch.no_grad():
-            self.dw.weight.mul_(torch.logspace(-2, 0.5, 16).view(16, 1, 1, 1))
+            self.dw.weight.mul_(spread.view(16, 1, 1, 1))
+            self.dw.bias.mul_(spread)
+            if compensated:
+                self.pw.weight.div_(spread.view(1, 16, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.relu(self.pw(torch.relu(self.dw(torch.relu(self.stem(x))))))
