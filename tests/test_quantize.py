@@ -202,7 +202,12 @@ def test_weight_only_int4_per_group(tmp_path) -> None:
     x = RNG.standard_normal((3, 128)).astype(np.float32)
     assert sqnr_db(interpret(graph, x), interpret(q, x)) > 15
     path = tmp_path / "int4.onnx"
-    graphopt.to_onnx(q, path)
+    model = graphopt.to_onnx(q, path)
+    # int4 runs as int4: ONNX Runtime's MatMulNBits reads two weights a byte, no dequantized copy
+    assert [n.op_type for n in model.graph.node if n.op_type in ("MatMulNBits", "DequantizeLinear")] == \
+        ["MatMulNBits", "MatMulNBits"]
+    weight_bytes = sum(t.ByteSize() for t in model.graph.initializer)
+    assert weight_bytes < (128 * 64 + 64 * 16) * 0.75  # half a byte a weight, a scale per 32, fp32 biases
     np.testing.assert_allclose(ort_run(str(path), x), interpret(q, x)[0], atol=1e-5)
 
 
