@@ -32,6 +32,7 @@ from graphopt.ops.quant import DEQUANTIZE_OPS
 from graphopt.pipeline import Contract, Pass, PassContext, PassResult, option, register_pass
 from graphopt.quant.bias_correction import BiasShift, correct_biases
 from graphopt.quant.calibration import Calibration
+from graphopt.quant.gptq import input_hessians
 from graphopt.quant.placement import TARGETS, candidate_layers, plan, profile
 from graphopt.quant.quantizer import Scheme, SchemeOptions, apply_plan
 from graphopt.quant.sensitivity import Evaluator, LayerError, Sensitivity, layer_errors, mixed_precision
@@ -55,6 +56,16 @@ class QuantizeSummary:
     sqnr_all_int8: float | None = None
     sqnr: float | None = None
     sensitivity: list[Sensitivity] = field(default_factory=list)
+
+
+def _calibration(ctx: PassContext, why: str, otherwise: str) -> Calibration:
+    calibration = ctx.get("calibration")
+    if calibration is None:
+        raise GraphoptError(f"quantize needs calibration data {why}: pass calibration=[input tuples] to "
+                            f"run_pipeline (CLI: --calibration FILE.npz), {otherwise}")
+    if not isinstance(calibration, Calibration):
+        calibration = ctx.options["calibration"] = Calibration(calibration)
+    return calibration
 
 
 @register_pass
@@ -95,13 +106,7 @@ class Quantize(Pass, SchemeOptions):
             return PassResult(False, details=summary)
         stats = None
         if not scheme.weight_only:
-            calibration = ctx.get("calibration")
-            if calibration is None:
-                raise GraphoptError("quantize needs calibration data for activations: pass "
-                                    "calibration=[input tuples] to run_pipeline (CLI: --calibration FILE.npz), "
-                                    "or use quantize{activations=none} for weight-only")
-            if not isinstance(calibration, Calibration):
-                calibration = ctx.options["calibration"] = Calibration(calibration)
+            calibration = _calibration(ctx, "for activations", "or use quantize{activations=none} for weight-only")
             stats = calibration.statistics(graph)
             if self.smooth > 0:
                 chosen_layers = [nodes[i] for i in layers]
@@ -129,5 +134,11 @@ class Quantize(Pass, SchemeOptions):
         summary.tables = [n.loc or n.op for n in chosen if n.op in target.tables]
         if scheme.weight_bits == 8:
             summary.errors = layer_errors(chosen, scheme, stats)
-        apply_plan(graph, plan(graph, chosen, target), scheme, stats)
+        hessians = None
+        if scheme.rounding == "gptq":
+            calibration = _calibration(ctx, "for rounding=gptq", "or round to nearest")
+            calibration.check(graph, "gptq calibration")
+            samples = calibration.samples[:self.samples]
+            hessians = input_hessians(graph, [n for n in chosen if n.op in ("linear", "matmul")], samples)
+        apply_plan(graph, plan(graph, chosen, target), scheme, stats, hessians)
         return PassResult(bool(chosen), details=summary)

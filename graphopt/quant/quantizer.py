@@ -17,6 +17,7 @@ from graphopt.ir.value import Value
 from graphopt.ops.quant import quantize
 from graphopt.pipeline.passes import option
 from graphopt.quant.calibration import Statistics
+from graphopt.quant.gptq import gptq_round
 from graphopt.quant.observers import METHODS, QParams, affine_qparams, observe_range, symmetric_scales
 from graphopt.quant.placement import Plan
 
@@ -35,6 +36,7 @@ class SchemeOptions:
     percentile: float = option(99.999, low=50, high=100, low_open=True)
     weight_bits: int = option(8, choices=(4, 8))
     group_size: int = option(64, low=1)
+    rounding: str = option("nearest", choices=("nearest", "gptq"))
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class Scheme(SchemeOptions):
     def __post_init__(self) -> None:
         if self.weight_bits == 4 and self.activations != "none":
             raise OptionError("quantize: weight-bits=4 is weight-only: add activations=none")
+        if self.rounding == "gptq" and self.weight_bits != 4:
+            raise OptionError("quantize: rounding=gptq is for weight-bits=4 (int8 weights round to nearest)")
 
     @property
     def weight_only(self) -> bool:
@@ -63,8 +67,9 @@ class Scheme(SchemeOptions):
         return affine_qparams(lo, hi, dtype, symmetric=dtype is DType.int8)
 
 
-def apply_plan(graph: Graph, plan: Plan, scheme: Scheme, stats: Statistics | None) -> None:
-    """Quantize `graph` in place as `plan` says."""
+def apply_plan(graph: Graph, plan: Plan, scheme: Scheme, stats: Statistics | None,
+               hessians: dict[int, np.ndarray] | None = None) -> None:
+    """Quantize `graph` in place as `plan` says (`hessians`, by id(layer): GPTQ's, for int4)."""
     params: dict[int, QParams] = {}
     if not scheme.weight_only:
         if stats is None:
@@ -85,7 +90,7 @@ def apply_plan(graph: Graph, plan: Plan, scheme: Scheme, stats: Statistics | Non
             continue
         input_scale = params[id(layer.operands[0])].scale if id(layer.operands[0]) in params else None
         if scheme.weight_bits == 4:
-            _quantize_weight_grouped(graph, layer, scheme.group_size)
+            _quantize_weight_grouped(graph, layer, scheme.group_size, (hessians or {}).get(id(layer)))
             continue
         scales = _quantize_weight(graph, layer, scheme.weights == "per-channel", scheme.weight_max, quantized)
         if len(layer.operands) == 3 and input_scale is not None and layer.operands[2].is_parameter:
@@ -182,9 +187,10 @@ def _quantize_table(graph: Graph, lookup: Node) -> None:
         graph.remove_parameters(table)
 
 
-def _quantize_weight_grouped(graph: Graph, layer: Node, group: int) -> None:
+def _quantize_weight_grouped(graph: Graph, layer: Node, group: int, hessian: np.ndarray | None) -> None:
     """int4 weight-only: one scale per `group` consecutive input features of an output channel,
-    stored as int8 in [-7, 7] and viewed as [channels * groups, group] for a per-row dequantize."""
+    stored as int8 in [-7, 7] and viewed as [channels * groups, group] for a per-row dequantize;
+    rounded to nearest, or by GPTQ given the layer's input Hessian."""
     weight = layer.operands[1]
     data = weight.data
     if data is None or data.ndim != 2:
@@ -194,8 +200,13 @@ def _quantize_weight_grouped(graph: Graph, layer: Node, group: int) -> None:
         raise GraphoptError(f"{layer.where}: {rows.shape[1]} input features are not a multiple of "
                             f"group-size={group}; pick a group size that divides it")
     grouped = rows.reshape(-1, group)
-    scales = symmetric_scales(grouped, 0, 7)
-    q = graph.add_parameter(quantize(grouped, scales[:, None], 0, DType.int8, -7, 7), f"{weight.name}.int4")
+    if hessian is None:
+        scales = symmetric_scales(grouped, 0, 7)
+        values = quantize(grouped, scales[:, None], 0, DType.int8, -7, 7)
+    else:
+        values, scales = gptq_round(rows, hessian, group, 7)
+        values, scales = values.reshape(grouped.shape), scales.reshape(-1)
+    q = graph.add_parameter(values, f"{weight.name}.int4")
     s = graph.add_parameter(scales, f"{weight.name}.scale")
     z = graph.add_parameter(np.zeros(scales.shape, np.int8), f"{weight.name}.zero_point")
     dq = graph.create("dequantize_per_channel", [q, s, z], {"axis": 0}, loc=layer.loc, before=layer)

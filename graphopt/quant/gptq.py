@@ -1,0 +1,66 @@
+"""GPTQ-style rounding for int4 weights (Frantar et al., 2022): round a layer's weights one input
+column at a time and push each column's rounding error onto the columns not yet rounded, weighted
+by the inverse Hessian of the layer's squared output error, H = 2 X^T X over the calibration
+inputs. Round-to-nearest minimizes each weight's own error; this minimizes the error of the layer's
+output on the data, which is what the model sees.
+
+Contract (through quantize): bounded, and never worse than round-to-nearest on the calibration
+inputs in the layer's output squared error (GPTQ's objective), up to its damping."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from graphopt.ir.graph import Graph
+from graphopt.ir.node import Node
+from graphopt.progress import progress
+from graphopt.quant.runner import Runner
+
+DAMPING = 0.01  # of the mean diagonal, added to H: keeps the Cholesky factor stable
+
+
+def input_hessians(graph: Graph, layers: Sequence[Node],
+                   samples: Sequence[tuple[np.ndarray, ...]]) -> dict[int, np.ndarray]:
+    """2 X^T X / rows for each layer's input over every sample (X: the input's rows, features last),
+    keyed by id(layer)."""
+    inputs = [layer.operands[0] for layer in layers]
+    positions = {id(v): i for i, v in enumerate(graph.inputs)}
+    observed = [v for v in inputs if id(v) not in positions]
+    runner = Runner(graph, observed)
+    sums = {id(v): np.zeros((v.shape[-1], v.shape[-1])) for v in inputs}
+    rows = dict.fromkeys(sums, 0)
+    for sample in progress(samples, len(samples), "gptq statistics"):
+        _, arrays = runner.run(*sample)
+        seen = {id(v): a for v, a in zip(observed, arrays)}
+        for v in inputs:
+            x = np.asarray(sample[positions[id(v)]] if id(v) in positions else seen[id(v)], np.float64)
+            x = x.reshape(-1, x.shape[-1])
+            sums[id(v)] += 2 * x.T @ x
+            rows[id(v)] += x.shape[0]
+    return {id(layer): sums[id(layer.operands[0])] / max(rows[id(layer.operands[0])], 1) for layer in layers}
+
+
+def gptq_round(weight: np.ndarray, hessian: np.ndarray, group: int, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """int weights in [-bound, bound] ([out, in]) and one scale per `group` input columns of each row
+    ([out, in / group]), each group's scale taken from its columns as the errors before it left them."""
+    w = weight.astype(np.float64).copy()
+    h = hessian.astype(np.float64).copy()
+    dead = np.diag(h) == 0  # an input that was always zero: its weights never matter
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    h += DAMPING * np.mean(np.diag(h)) * np.eye(len(h))
+    upper = np.linalg.cholesky(np.linalg.inv(h)).T
+    q = np.zeros(w.shape, np.int8)
+    scales = np.zeros((w.shape[0], w.shape[1] // group), np.float32)
+    for j in range(w.shape[1]):
+        if j % group == 0:
+            peak = np.abs(w[:, j:j + group]).max(axis=1)
+            scales[:, j // group] = np.where(peak > 0, peak / bound, 1.0)
+        s = scales[:, j // group].astype(np.float64)
+        column = np.clip(np.rint(w[:, j] / s), -bound, bound)
+        q[:, j] = column
+        error = (w[:, j] - column * s) / upper[j, j]
+        w[:, j + 1:] -= np.outer(error, upper[j, j + 1:])
+    return q, scales
