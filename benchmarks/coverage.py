@@ -244,7 +244,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
     parts = [f"{len(ok)}/{len(rows)} models pass every static graphopt column"]
     tried = [r for r in rows if "dynamic_err" in r or "dynamic_failure" in r]
     if tried:
-        good = [r for r in tried if (r.get("dynamic_err") or 1.0) <= TOLERANCE]
+        good = [r for r in tried if r.get("dynamic_err") is not None and r["dynamic_err"] <= TOLERANCE]
         spatial = [r for r in good if r.get("dynamic_symbols", 0) >= 3]
         parts.append(f"dynamic: {len(good)}/{len(tried)} run at three new sizes ({len(spatial)} with symbolic H and W)")
     for label in ("dynamo", "legacy"):
