@@ -104,7 +104,7 @@ class Quantize(Pass, SchemeOptions):
                                   self.budget)
         if not layers:
             return PassResult(False, details=summary)
-        stats = None
+        stats, evaluator = None, None
         if not scheme.weight_only:
             calibration = _calibration(ctx, "for activations", "or use quantize{activations=none} for weight-only")
             stats = calibration.statistics(graph)
@@ -140,5 +140,6 @@ class Quantize(Pass, SchemeOptions):
             calibration.check(graph, "gptq calibration")
             samples = calibration.samples[:self.samples]
             hessians = input_hessians(graph, [n for n in chosen if n.op in ("linear", "matmul")], samples)
-        apply_plan(graph, plan(graph, chosen, target), scheme, stats, hessians)
+        apply_plan(graph, plan(graph, chosen, target), scheme, stats, hessians,
+                   cache=evaluator.weights if evaluator is not None else None)
         return PassResult(bool(chosen), details=summary)

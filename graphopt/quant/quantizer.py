@@ -67,9 +67,13 @@ class Scheme(SchemeOptions):
         return affine_qparams(lo, hi, dtype, symmetric=dtype is DType.int8)
 
 
+WeightCache = dict[tuple[int, bool, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
 def apply_plan(graph: Graph, plan: Plan, scheme: Scheme, stats: Statistics | None,
-               hessians: dict[int, np.ndarray] | None = None) -> None:
-    """Quantize `graph` in place as `plan` says (`hessians`, by id(layer): GPTQ's, for int4)."""
+               hessians: dict[int, np.ndarray] | None = None, cache: WeightCache | None = None) -> None:
+    """Quantize `graph` in place as `plan` says (`hessians`, by id(layer): GPTQ's, for int4). `cache`
+    keeps int8 weights by their float array, for searches that quantize copies of one graph."""
     params: dict[int, QParams] = {}
     if not scheme.weight_only:
         if stats is None:
@@ -92,7 +96,8 @@ def apply_plan(graph: Graph, plan: Plan, scheme: Scheme, stats: Statistics | Non
         if scheme.weight_bits == 4:
             _quantize_weight_grouped(graph, layer, scheme.group_size, (hessians or {}).get(id(layer)))
             continue
-        scales = _quantize_weight(graph, layer, scheme.weights == "per-channel", scheme.weight_max, quantized)
+        scales = _quantize_weight(graph, layer, scheme.weights == "per-channel", scheme.weight_max, quantized,
+                                  {} if cache is None else cache)
         if len(layer.operands) == 3 and input_scale is not None and layer.operands[2].is_parameter:
             _quantize_bias(graph, layer, input_scale * scales)
     for table in plan.tables:
@@ -133,7 +138,7 @@ def int8_weight(layer: Node, per_channel: bool, bound: int) -> tuple[np.ndarray,
 
 
 def _quantize_weight(graph: Graph, layer: Node, per_channel: bool, bound: int,
-                     done: dict[int, tuple[Value, np.ndarray]]) -> np.ndarray:
+                     done: dict[int, tuple[Value, np.ndarray]], cache: WeightCache) -> np.ndarray:
     """Replace the weight operand with DQ(int8 weight); a weight shared by layers is quantized once.
     Returns the per-output-channel scales (the per-tensor scale repeated)."""
     weight = layer.operands[1]
@@ -143,7 +148,10 @@ def _quantize_weight(graph: Graph, layer: Node, per_channel: bool, bound: int,
         data = weight.data
         if data is None:
             raise GraphoptError(f"{layer.where}: weight %{weight.name} has no data to quantize")
-        q, view = int8_weight(layer, per_channel, bound)
+        key = (id(data), per_channel, bound)
+        if key not in cache or cache[key][0] is not data:  # the entry holds the array: its id is not reused
+            cache[key] = (data, *int8_weight(layer, per_channel, bound))
+        _, q, view = cache[key]
         done[id(weight)] = (graph.add_parameter(q, f"{weight.name}.int8"), view.reshape(-1) if per_channel else view)
     q_param, scales = done[id(weight)]
     if per_channel:

@@ -17,7 +17,7 @@ from graphopt.progress import progress
 from graphopt.quant.calibration import Statistics
 from graphopt.quant.observers import expected_sqnr_db
 from graphopt.quant.placement import Profile, plan
-from graphopt.quant.quantizer import Scheme, apply_plan, int8_weight
+from graphopt.quant.quantizer import Scheme, WeightCache, apply_plan, int8_weight
 from graphopt.quant.runner import Runner
 
 
@@ -29,6 +29,9 @@ def sqnr_db(reference: Sequence[np.ndarray], got: Sequence[np.ndarray]) -> float
     if noise == 0:
         return float("inf")
     return 10 * float(np.log10(max(signal, 1e-30) / noise))
+
+
+RANKING_SAMPLES = 4
 
 
 @dataclass(frozen=True)
@@ -46,22 +49,26 @@ class Evaluator:
                  scheme: Scheme, target: Profile) -> None:
         self.graph, self.samples, self.stats = graph, list(samples), stats
         self.scheme, self.target = scheme, target
+        self.weights: WeightCache = {}  # every copy quantizes the same float weights
 
     def quantized(self, layers: Sequence[int]) -> tuple[Graph, list[Node]]:
         """A copy with `layers` quantized, and its nodes as they were numbered before."""
         clone = self.graph.clone()
         nodes = list(clone)
         apply_plan(clone, plan(clone, [nodes[i] for i in layers], self.target), self.scheme,
-                   self.stats.rebind(clone))
+                   self.stats.rebind(clone), cache=self.weights)
         return clone, nodes
 
-    def sqnr(self, layers: Sequence[int]) -> float:
+    def sqnr(self, layers: Sequence[int], samples: int | None = None) -> float:
+        """The worst output SQNR over the first `samples` samples (all by default)."""
         runner = Runner(self.quantized(layers)[0])
-        return min(sqnr_db(ref, runner.run(*s)[0]) for ref, s in zip(self.stats.outputs, self.samples))
+        return min(sqnr_db(ref, runner.run(*s)[0]) for ref, s in zip(self.stats.outputs, self.samples[:samples]))
 
     def sensitivity(self, layers: Sequence[int]) -> list[Sensitivity]:
+        """Each layer quantized alone, scored on the first RANKING_SAMPLES samples: the scores only
+        order the layers, and the budget is then checked on every sample."""
         nodes = list(self.graph)
-        return [Sensitivity(nodes[i].loc or f"{nodes[i].op}#{i}", nodes[i].op, self.sqnr([i]))
+        return [Sensitivity(nodes[i].loc or f"{nodes[i].op}#{i}", nodes[i].op, self.sqnr([i], RANKING_SAMPLES))
                 for i in progress(layers, len(layers), "layer sensitivity")]
 
 
