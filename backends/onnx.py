@@ -66,8 +66,8 @@ def unsupported(graph: Graph) -> list[str]:
 
 class OnnxEmitter:
     """Lowers a Graph to an ONNX model. With `parameters_as_inputs` the weights become graph inputs
-    fed at run time instead of being copied into the file (fast_run: calibration builds a model per
-    candidate, and copying the weights costs more than running it)."""
+    fed at run time instead of being copied into the file (graphopt.quant.runner: a search builds a
+    model per candidate, and copying the weights costs more than running it)."""
 
     def __init__(self, graph: Graph, parameters_as_inputs: bool = False) -> None:
         self.graph = graph

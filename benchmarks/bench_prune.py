@@ -47,11 +47,10 @@ from graphopt.progress import progress
 
 
 def cpu_kind() -> str:
+    from graphopt.analysis.latency import ISA_NAMES
     from graphopt.analysis.latency import cpu_kind as isa
 
-    kind = {"avx512vnni": "AVX-512 VNNI", "avxvnni": "AVX-VNNI", "avx512": "AVX-512", "avx2": "AVX2",
-            "arm-dotprod": "ARM with dot product", "arm": "ARM"}.get(isa(), "x86 without AVX2")
-    return f"{kind}, {torch.get_num_threads()} cores seen by torch"
+    return f"{ISA_NAMES.get(isa(), isa())}, {torch.get_num_threads()} cores seen by torch"
 
 
 def export(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path, pipeline: str,

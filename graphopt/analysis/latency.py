@@ -35,6 +35,11 @@ def cpu_kind() -> str:
     return isa_of(flags, platform.machine())
 
 
+# cpu_kind's answers as people say them
+ISA_NAMES = {"avx512vnni": "AVX-512 VNNI", "avxvnni": "AVX-VNNI", "avx512": "AVX-512 without VNNI", "avx2": "AVX2",
+             "x86": "x86 without AVX2", "arm-dotprod": "ARM dot product", "arm": "ARM NEON"}
+
+
 def isa_of(flags: set[str], machine: str) -> str:
     if machine.lower() in ("aarch64", "arm64"):
         return "arm-dotprod" if "asimddp" in flags else "arm"

@@ -8,6 +8,7 @@ import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from graphopt.analysis.latency import ISA_NAMES, cpu_kind
 from graphopt.errors import GraphoptError
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node
@@ -54,13 +55,9 @@ ORT_CPU_VNNI = dataclasses.replace(ORT_CPU, name="ort-cpu-vnni", weight_max=127)
 PROFILES = {p.name: p for p in (ORT_CPU, ORT_CPU_VNNI)}
 TARGETS = ("auto", *PROFILES)
 
-_ISA_NAMES = {"avx512vnni": "AVX-512 VNNI", "avxvnni": "AVX-VNNI", "arm-dotprod": "ARM dot product", "arm": "ARM NEON",
-              "avx512": "AVX-512 without VNNI", "avx2": "AVX2", "x86": "x86 without AVX2"}
-
-
 def detected_profile(isa: str) -> tuple[Profile, str]:
     """The profile for this CPU's int8 instructions, and why."""
-    name = _ISA_NAMES.get(isa, f"an unrecognized CPU ({isa})")
+    name = ISA_NAMES.get(isa, f"an unrecognized CPU ({isa})")
     if isa in ("avx512vnni", "avxvnni", "arm-dotprod", "arm"):
         return ORT_CPU_VNNI, f"{name} accumulates int8 products in int32, so weights keep all 8 bits"
     return ORT_CPU, (f"{name} multiplies uint8 x int8 pairs into saturating int16 (vpmaddubsw), so weights keep 7 "
@@ -70,8 +67,6 @@ def detected_profile(isa: str) -> tuple[Profile, str]:
 def profile(name: str) -> tuple[Profile, str]:
     """The profile a target names (auto: the one for this machine's CPU), and why it applies."""
     if name == "auto":
-        from graphopt.analysis.latency import cpu_kind
-
         return detected_profile(cpu_kind())
     try:
         return PROFILES[name], f"target={name} asked for"

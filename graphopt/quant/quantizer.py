@@ -75,6 +75,7 @@ def apply_plan(graph: Graph, plan: Plan, scheme: Scheme, stats: Statistics | Non
     """Quantize `graph` in place as `plan` says (`hessians`, by id(layer): GPTQ's, for int4). `cache`
     keeps int8 weights by their float array, for searches that quantize copies of one graph."""
     params: dict[int, QParams] = {}
+    cache = {} if cache is None else cache
     if not scheme.weight_only:
         if stats is None:
             raise GraphoptError("quantizing activations needs calibration statistics")
@@ -96,8 +97,7 @@ def apply_plan(graph: Graph, plan: Plan, scheme: Scheme, stats: Statistics | Non
         if scheme.weight_bits == 4:
             _quantize_weight_grouped(graph, layer, scheme.group_size, (hessians or {}).get(id(layer)))
             continue
-        scales = _quantize_weight(graph, layer, scheme.weights == "per-channel", scheme.weight_max, quantized,
-                                  {} if cache is None else cache)
+        scales = _quantize_weight(graph, layer, scheme.weights == "per-channel", scheme.weight_max, quantized, cache)
         if len(layer.operands) == 3 and input_scale is not None and layer.operands[2].is_parameter:
             _quantize_bias(graph, layer, input_scale * scales)
     for table in plan.tables:
