@@ -448,7 +448,7 @@ def test_bias_correction_restores_output_means_and_helps_on_held_out_images() ->
 
     def dw_means(g: graphopt.Graph) -> np.ndarray:
         (dw,) = [n for n in g if n.loc == "dw" and n.op == "conv2d"]
-        return channel_means([dw.result], [dw], Runner(g, [dw.result]), calibration)[0][0]
+        return channel_means(g, [dw], calibration)[0][0]
 
     want = dw_means(graphopt.run_pipeline(graph, "canonicalize,fuse-activation").graph)  # relu fused, as quantized
     assert np.abs(dw_means(corrected.graph) - want).max() < 0.5 * np.abs(dw_means(plain.graph) - want).max()

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node
-from graphopt.ir.value import Value
 from graphopt.progress import progress
 from graphopt.quant.runner import Runner
 from graphopt.quant.sensitivity import Evaluator
@@ -33,11 +33,12 @@ def channel_axis(layer: Node) -> int:
     return 1 if layer.op.startswith("conv") else -1
 
 
-def channel_means(values: Sequence[Value], layers: Sequence[Node], runner: Runner,
+def channel_means(graph: Graph, layers: Sequence[Node],
                   samples: Sequence[tuple[np.ndarray, ...]]) -> tuple[list[np.ndarray], list[float]]:
-    """Per-channel mean (and overall RMS) of each value over every sample's elements."""
-    sums: list[np.ndarray | float] = [0.0] * len(values)
-    squares, counts = [0.0] * len(values), [0] * len(values)
+    """Per-channel mean (and overall RMS) of each layer's output over every sample's elements."""
+    runner = Runner(graph, [layer.result for layer in layers])
+    sums: list[np.ndarray | float] = [0.0] * len(layers)
+    squares, counts = [0.0] * len(layers), [0] * len(layers)
     for sample in samples:
         _, arrays = runner.run(*sample)
         for i, (a, layer) in enumerate(zip(arrays, layers)):
@@ -57,13 +58,11 @@ def correct_biases(evaluator: Evaluator, layers: Sequence[int]) -> list[BiasShif
     nodes = list(graph)
     with_bias = [i for i in sorted(layers) if len(nodes[i].operands) > 2 and nodes[i].operands[2].data is not None]
     targets = [nodes[i] for i in with_bias]
-    reference, rms = channel_means([n.result for n in targets], targets,
-                                   Runner(graph, [n.result for n in targets]), samples)
+    reference, rms = channel_means(graph, targets, samples)
     shifts = []
     for k, i in enumerate(progress(with_bias, len(with_bias), "bias correction")):
         clone, numbered = evaluator.quantized([j for j in layers if j <= i])
-        layer = numbered[i]
-        (mean,), _ = channel_means([layer.result], [layer], Runner(clone, [layer.result]), samples)
+        (mean,), _ = channel_means(clone, [numbered[i]], samples)
         shift = mean - reference[k]
         bias = nodes[i].operands[2]
         bias.data = (bias.data - shift.astype(bias.data.dtype)).astype(bias.data.dtype)
