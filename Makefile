@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/bench_fold.py
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python benchmarks/bench_int8.py
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python benchmarks/bench_dynamic.py
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python benchmarks/bench_ptq.py
 
 coverage: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python benchmarks/coverage.py
