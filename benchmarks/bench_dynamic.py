@@ -50,12 +50,17 @@ def cosines(a: list[np.ndarray], b: list[np.ndarray]) -> np.ndarray:
     return np.array([float((x * y).sum() / np.linalg.norm(x) / np.linalg.norm(y)) for x, y in zip(a, b)])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def timing_args(doc: str) -> argparse.Namespace:
+    """`--repeats` for a benchmark that times ONNX Runtime beside torch (2 threads, warnings off)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30)
-    args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = timing_args(__doc__)
     start = time.perf_counter()
     text = models.minilm()
     n, length = torch.export.Dim("N", min=1, max=64), torch.export.Dim("L", min=2, max=512)

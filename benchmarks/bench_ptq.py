@@ -9,17 +9,15 @@ languages, a long paragraph).
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
-import warnings
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import torch
-from bench_dynamic import cosines
+from bench_dynamic import cosines, timing_args
 from bench_prune import cpu_kind, verdict
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from report import write_section
@@ -48,11 +46,7 @@ def session(model: bytes) -> ort.InferenceSession:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=30)
-    args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(2)
+    args = timing_args(__doc__)
     start = time.perf_counter()
     text = models.minilm()
     graph = go.from_torch(text.module, text.inputs(models.SENTENCES[:1], 128))
