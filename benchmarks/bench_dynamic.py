@@ -50,10 +50,13 @@ def cosines(a: list[np.ndarray], b: list[np.ndarray]) -> np.ndarray:
     return np.array([float((x * y).sum() / np.linalg.norm(x) / np.linalg.norm(y)) for x, y in zip(a, b)])
 
 
-def timing_args(doc: str) -> argparse.Namespace:
-    """`--repeats` for a benchmark that times ONNX Runtime beside torch (2 threads, warnings off)."""
+def timing_args(doc: str, sections: tuple[str, ...] = ()) -> argparse.Namespace:
+    """`--repeats` (and `--sections`, where a benchmark has several) for a benchmark that times
+    ONNX Runtime beside torch (2 threads, warnings off)."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30)
+    if sections:
+        parser.add_argument("--sections", nargs="*", choices=sections, default=list(sections))
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
     return parser.parse_args()

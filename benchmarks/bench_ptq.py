@@ -1,14 +1,21 @@
-"""Post-training quantization v2 on all-MiniLM-L6-v2 (real weights, 128 tokens, batch 1), against
-ONNX Runtime in the same process: the wall time of quantizing with defaults beside ONNX Runtime's
-quantize_static on the same 32 calibration texts, and int4 weight-only linear layers (rounded to
-nearest, and by GPTQ) lowered to MatMulNBits: size, latency against fp32, and embedding cosine on
-texts disjoint from calibration and made hard (a lone word, symbols, numbers, code, other
-languages, a long paragraph).
+"""Post-training quantization v2, two sections:
 
-    python benchmarks/bench_ptq.py [--repeats 30]"""
+- minilm: all-MiniLM-L6-v2 (real weights, 128 tokens, batch 1), against ONNX Runtime in the same
+  process: the wall time of quantizing with defaults beside ONNX Runtime's quantize_static on the same
+  32 calibration texts, and int4 weight-only linear layers (rounded to nearest, and by GPTQ) lowered
+  to MatMulNBits: size, latency against fp32, and embedding cosine on texts disjoint from calibration
+  and made hard (a lone word, symbols, numbers, code, other languages, a long paragraph).
+- digits: CNNs trained here on scikit-learn's digits, calibrated on 32 training images: a
+  MobileNet-style depthwise CNN with per-tensor int8 weights, plain and with cross-layer
+  equalization and bias correction, and the plain CNN with 4-bit weights (W4A8), rounded to nearest
+  and by AdaRound. Test accuracy on the held-out split, and agreement with fp32 on those test images
+  made hard (noise, shifts, blur, occlusion, contrast).
+
+    python benchmarks/bench_ptq.py [--sections minilm digits] [--repeats 30]"""
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 import time
 from datetime import date
@@ -18,6 +25,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from bench_dynamic import cosines, timing_args
+from bench_int8 import DigitsNet
 from bench_prune import cpu_kind, verdict
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from report import write_section
@@ -25,6 +33,8 @@ from report import write_section
 import graphopt as go
 from graphopt import models
 from graphopt.analysis.latency import session_ms
+from graphopt.progress import progress
+from graphopt.quant import sqnr_db
 
 NAMES = ("input_ids", "attention_mask")
 
@@ -45,8 +55,7 @@ def session(model: bytes) -> ort.InferenceSession:
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-def main() -> None:
-    args = timing_args(__doc__)
+def minilm(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     text = models.minilm()
     graph = go.from_torch(text.module, text.inputs(models.SENTENCES[:1], 128))
@@ -103,6 +112,124 @@ def main() -> None:
     text_out = "\n".join([*lines, "", "Targets:", "", *targets, "", f"({time.perf_counter() - start:.0f} s)"])
     print(text_out)
     write_section("ptq-minilm", text_out)
+
+
+def _block(cin: int, cout: int, stride: int) -> list[torch.nn.Module]:
+    return [torch.nn.Conv2d(cin, cin, 3, stride, 1, groups=cin), torch.nn.BatchNorm2d(cin), torch.nn.ReLU(),
+            torch.nn.Conv2d(cin, cout, 1), torch.nn.BatchNorm2d(cout), torch.nn.ReLU()]
+
+
+class DepthwiseDigitsNet(torch.nn.Module):
+    """MobileNet-style: depthwise 3x3 + pointwise blocks, batch norm after each (folded before quantizing,
+    which spreads the depthwise channels' ranges: what per-tensor weights handle worst)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(), *_block(16, 32, 1),
+            *_block(32, 64, 2), *_block(64, 64, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        self.classifier = torch.nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def hard_digits(images: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Each test image changed one way, in turn: noise, a 1-2 pixel shift, blur, a 3x3 occluding patch,
+    raised contrast; clipped to the [0, 1] range of the training images."""
+    rng = np.random.default_rng(seed)
+    out = images.copy()
+    for i, image in enumerate(out):
+        kind = i % 5
+        if kind == 0:
+            image += rng.normal(0, 0.2, image.shape).astype(np.float32)
+        elif kind == 1:
+            image[:] = np.roll(image, tuple(rng.integers(-2, 3, 2)), axis=(1, 2))
+        elif kind == 2:
+            padded = np.pad(image, ((0, 0), (1, 1), (1, 1)), mode="edge")
+            image[:] = sum(padded[:, r:r + 8, c:c + 8] for r in range(3) for c in range(3)) / 9
+        elif kind == 3:
+            r, c = rng.integers(1, 5, 2)
+            image[:, r:r + 3, c:c + 3] = 0
+        else:
+            image *= 1.6
+    return np.clip(out, 0, 1)
+
+
+def digits(args: argparse.Namespace) -> None:
+    from sklearn.datasets import load_digits
+
+    start = time.perf_counter()
+    data = load_digits()
+    x, y = (data.images / 16.0).astype(np.float32)[:, None], data.target
+    order = np.random.default_rng(0).permutation(len(x))
+    train, test = order[:1400], order[1400:]
+    calibration = [(x[i:i + 1],) for i in train[:32]]
+    hard = hard_digits(x[test])
+    lines = [f"Run {date.today()} on {cpu_kind()}. Trained here (30 epochs, Adam), calibrated on 32 training "
+             f"images; test accuracy on the {len(test)} held-out images; agreement with fp32 (top-1, logits "
+             "SQNR) on those images made hard (noise, shift, blur, occlusion, contrast).", "",
+             "| model | weights | method | quantize s | test accuracy | vs fp32 | hard: top-1 agree | "
+             "hard: SQNR mean dB | hard: SQNR min dB |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    targets = []
+    tensor, w4 = "int8 per-tensor", "4-bit per-channel (W4A8)"
+    cases = [("depthwise CNN", DepthwiseDigitsNet,
+              [("round to nearest", tensor, "", "weights=per-tensor"),
+               ("bias correction", tensor, "", "weights=per-tensor,bias-correction=true"),
+               ("CLE", tensor, "equalize,", "weights=per-tensor"),
+               ("CLE + bias correction", tensor, "equalize,", "weights=per-tensor,bias-correction=true"),
+               ("round to nearest", "int8 per-channel", "", "weights=per-channel")]),
+             ("CNN", DigitsNet, [("round to nearest", w4, "", "weight-bits=4"),
+                                 ("AdaRound", w4, "", "weight-bits=4,rounding=adaround")])]
+    for model_name, build, methods in cases:
+        net = train_digits(build, x[train], y[train])
+        graph = go.from_torch(net, (torch.from_numpy(x[:1]),))
+        with torch.no_grad():
+            want = net(torch.from_numpy(x[test])).numpy()
+            want_hard = net(torch.from_numpy(hard)).numpy()
+        fp32 = float(np.mean(want.argmax(1) == y[test]))
+        lines.append(f"| {model_name} | fp32 | | | {100 * fp32:.1f} | | | | |")
+        accuracy = {}
+        for method, weights, before, options in methods:
+            began = time.perf_counter()
+            pipeline = f"canonicalize,fold-bn,{before}fuse-activation,quantize{{budget=0,{options}}}"
+            quantized = go.run_pipeline(graph, pipeline, calibration=calibration).graph
+            seconds = time.perf_counter() - began
+            s = session(go.to_onnx(quantized).SerializeToString())
+            got = np.concatenate([s.run(None, {"x": x[i:i + 1]})[0] for i in test])
+            got_hard = np.concatenate([s.run(None, {"x": h[None]})[0] for h in hard])
+            sqnr = [float(sqnr_db([a], [b])) for a, b in zip(want_hard, got_hard)]
+            accuracy[f"{weights} {method}"] = float(np.mean(got.argmax(1) == y[test]))
+            lines.append(f"| {model_name} | {weights} | {method} | {seconds:.1f} | "
+                         f"{100 * accuracy[f'{weights} {method}']:.1f} | "
+                         f"{100 * (accuracy[f'{weights} {method}'] - fp32):+.1f} | "
+                         f"{100 * np.mean(got_hard.argmax(1) == want_hard.argmax(1)):.1f} | {np.mean(sqnr):.1f} | "
+                         f"{np.min(sqnr):.1f} |")
+        best, bound = (f"{tensor} CLE + bias correction", 0.5) if build is DepthwiseDigitsNet else (f"{w4} AdaRound", 1.0)
+        targets.append(verdict(f"{model_name} {best} within {bound} points of fp32",
+                               fp32 - accuracy[best] <= bound / 100, f"{100 * (accuracy[best] - fp32):+.1f} points"))
+    text_out = "\n".join([*lines, "", "Targets:", "", *targets, "", f"({time.perf_counter() - start:.0f} s)"])
+    print(text_out)
+    write_section("ptq-digits", text_out)
+
+
+def train_digits(build: type[torch.nn.Module], x: np.ndarray, y: np.ndarray) -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = build()
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in progress(range(30), 30, f"training {type(net).__name__}"):
+        for i in range(0, len(x), 64):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(net(xt[i:i + 64]), yt[i:i + 64]).backward()
+            optimizer.step()
+    return net.eval()
+
+
+def main() -> None:
+    args = timing_args(__doc__, sections=("minilm", "digits"))
+    for section in args.sections:
+        {"minilm": minilm, "digits": digits}[section](args)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,13 @@
 Weights become int8 (symmetric, per output channel by default) behind a dequantize node, biases
 int32 on the input-times-weight scale, and activations get a quantize/dequantize pair (uint8
 asymmetric by default) whose range a calibration observer picks from histograms. With
-`activations=none` it is weight-only (int8, or int4 per group for linear and matmul layers).
+`activations=none` it is weight-only (int8, or int4 per group for linear and matmul layers, which
+ONNX Runtime runs as MatMulNBits); `weight-bits=4` with activations stores 4-bit per-channel
+weights (|q| <= 7, each channel's range clipped where that rounds better) in int8.
+
+Weights round to nearest by default; `rounding=adaround` learns each layer's roundings on the
+calibration samples (graphopt.quant.adaround), `rounding=gptq` compensates rounding errors across a
+weight-only int4 layer's inputs (graphopt.quant.gptq).
 Embedding tables are stored int8 per row; a lookup gathers int8 rows and scales only those back.
 
 Linear layers that read a layer norm's output are smoothed first (`smooth`, SmoothQuant's alpha;
@@ -26,12 +32,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from graphopt.errors import GraphoptError, OptionError
 from graphopt.ir.graph import Graph
+from graphopt.ir.node import Node
 from graphopt.ops.quant import DEQUANTIZE_OPS
 from graphopt.pipeline import Contract, Pass, PassContext, PassResult, option, register_pass
+from graphopt.quant.adaround import adaround
 from graphopt.quant.bias_correction import BiasShift, correct_biases
-from graphopt.quant.calibration import Calibration
+from graphopt.quant.calibration import Calibration, Statistics
 from graphopt.quant.gptq import input_hessians
 from graphopt.quant.placement import TARGETS, candidate_layers, plan, profile
 from graphopt.quant.quantizer import Scheme, SchemeOptions, apply_plan
@@ -94,52 +104,68 @@ class Quantize(Pass, SchemeOptions):
         target, why = profile(self.target)
         chosen_target = f"{target.name}: {why}"
         scheme = Scheme.of(self, target.weight_max)
-        nodes = list(graph)
-        if any(n.op in DEQUANTIZE_OPS for n in nodes):  # quantized before: its choices stand
+        if any(n.op in DEQUANTIZE_OPS for n in graph):  # quantized before: its choices stand
             return PassResult(False, details=QuantizeSummary(self.spec(), chosen_target, [], {}, self.budget))
-        index = {id(n): i for i, n in enumerate(nodes)}
-        layers = [index[id(n)] for n in candidate_layers(graph, target, self.skip)]
-        summary = QuantizeSummary(self.spec(), chosen_target, [], {n.loc or n.op: "skip=" for n in nodes
-                                                    if n.op in target.layers | target.tables and index[id(n)] not in layers},
+        layers = candidate_layers(graph, target, self.skip)
+        wanted = {id(n) for n in layers}
+        summary = QuantizeSummary(self.spec(), chosen_target, [], {n.loc or n.op: "skip=" for n in graph
+                                                    if n.op in target.layers | target.tables and id(n) not in wanted},
                                   self.budget)
         if not layers:
             return PassResult(False, details=summary)
-        stats, evaluator = None, None
+        stats, weights = None, {}
         if not scheme.weight_only:
             calibration = _calibration(ctx, "for activations", "or use quantize{activations=none} for weight-only")
-            stats = calibration.statistics(graph)
-            if self.smooth > 0:
-                chosen_layers = [nodes[i] for i in layers]
-                smoothed = smooth(graph, chosen_layers, stats.channel_absmax, self.smooth)
-                if smoothed:
-                    summary.smoothed = [n.loc or n.op for n in smoothed]
-                    nodes = list(graph)
-                    index = {id(n): i for i, n in enumerate(nodes)}
-                    layers = [index[id(n)] for n in chosen_layers]
-                    stats = calibration.statistics(graph)  # the smoothed tensors
-            evaluator = Evaluator(graph, calibration.samples[:self.samples], stats, scheme, target)
-            if self.budget > 0:
-                mixed = mixed_precision(evaluator, layers, self.budget, always_measure=self.sensitivity == "always")
-                summary.sqnr_all_int8, summary.sqnr, summary.sensitivity = mixed.sqnr_all_int8, mixed.sqnr, \
-                    mixed.sensitivity
-                scores = {s.layer: s.sqnr_db for s in mixed.sensitivity}
-                for i in mixed.float:
-                    name = nodes[i].loc or nodes[i].op
-                    summary.float[name] = f"sensitivity: {scores.get(name, 0.0):.1f} dB alone"
-                layers = mixed.int8
-            if self.bias_correction:
-                summary.bias_shifts = correct_biases(evaluator, [i for i in layers if ctx.allow(nodes[i])])
-        chosen = [nodes[i] for i in layers if ctx.allow(nodes[i])]
+            stats = self._smoothed_statistics(graph, calibration, layers, summary)
+        if scheme.rounding == "adaround":  # on the smoothed weights, before any search quantizes them
+            adaround(graph, [n for n in layers if n.op not in target.tables], self._rounding_samples(graph, ctx),
+                     scheme, weights)
+        if stats is not None:
+            evaluator = Evaluator(graph, calibration.samples[:self.samples], stats, scheme, target, weights)
+            layers = self._search(evaluator, layers, summary, ctx)
+        chosen = [n for n in layers if ctx.allow(n)]
         summary.int8 = [n.loc or n.op for n in chosen if n.op not in target.tables]
         summary.tables = [n.loc or n.op for n in chosen if n.op in target.tables]
-        if scheme.weight_bits == 8:
+        if not scheme.grouped:
             summary.errors = layer_errors(chosen, scheme, stats)
         hessians = None
         if scheme.rounding == "gptq":
-            calibration = _calibration(ctx, "for rounding=gptq", "or round to nearest")
-            calibration.check(graph, "gptq calibration")
-            samples = calibration.samples[:self.samples]
-            hessians = input_hessians(graph, [n for n in chosen if n.op in ("linear", "matmul")], samples)
-        apply_plan(graph, plan(graph, chosen, target), scheme, stats, hessians,
-                   cache=evaluator.weights if evaluator is not None else None)
+            hessians = input_hessians(graph, [n for n in chosen if n.op in ("linear", "matmul")],
+                                      self._rounding_samples(graph, ctx))
+        apply_plan(graph, plan(graph, chosen, target), scheme, stats, hessians, cache=weights)
         return PassResult(bool(chosen), details=summary)
+
+    def _smoothed_statistics(self, graph: Graph, calibration: Calibration, layers: list[Node],
+                             summary: QuantizeSummary) -> Statistics:
+        stats = calibration.statistics(graph)
+        if self.smooth > 0:
+            smoothed = smooth(graph, layers, stats.channel_absmax, self.smooth)
+            if smoothed:
+                summary.smoothed = [n.loc or n.op for n in smoothed]
+                stats = calibration.statistics(graph)  # the smoothed tensors
+        return stats
+
+    def _rounding_samples(self, graph: Graph, ctx: PassContext) -> list[tuple[np.ndarray, ...]]:
+        calibration = _calibration(ctx, f"for rounding={self.rounding}", "or round to nearest")
+        calibration.check(graph, f"{self.rounding} calibration")
+        return calibration.samples[:self.samples]
+
+    def _search(self, evaluator: Evaluator, layers: list[Node], summary: QuantizeSummary,
+                ctx: PassContext) -> list[Node]:
+        """Mixed precision (the layers that stay float, into the summary) and bias correction;
+        the layers left to quantize."""
+        nodes = list(evaluator.graph)
+        index = {id(n): i for i, n in enumerate(nodes)}
+        positions = [index[id(n)] for n in layers]
+        if self.budget > 0:
+            mixed = mixed_precision(evaluator, positions, self.budget, always_measure=self.sensitivity == "always")
+            summary.sqnr_all_int8, summary.sqnr, summary.sensitivity = mixed.sqnr_all_int8, mixed.sqnr, \
+                mixed.sensitivity
+            scores = {s.layer: s.sqnr_db for s in mixed.sensitivity}
+            for i in mixed.float:
+                name = nodes[i].loc or nodes[i].op
+                summary.float[name] = f"sensitivity: {scores.get(name, 0.0):.1f} dB alone"
+            positions = mixed.int8
+        if self.bias_correction:
+            summary.bias_shifts = correct_biases(evaluator, [i for i in positions if ctx.allow(nodes[i])])
+        return [nodes[i] for i in positions]

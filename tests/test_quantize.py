@@ -486,8 +486,10 @@ def test_gptq_rounding_of_int4_weights_beats_round_to_nearest_on_held_out_inputs
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ("rounding=gptq", "rounding=gptq is for weight-bits=4"),
+    ("rounding=gptq", "rounding=gptq is for weight-only int4"),
     ("activations=none,weight-bits=4,rounding=gptq", "needs calibration data for rounding=gptq"),
+    ("activations=none,weight-bits=4,rounding=adaround", "weight-only int4 is grouped: use rounding=gptq"),
+    ("activations=none,rounding=adaround", "needs calibration data for rounding=adaround"),
 ])
 def test_bad_rounding_options_say_what_to_do(small, options: str, message: str) -> None:
     graph, _ = small

@@ -186,7 +186,8 @@ def test_calibration_arrays_are_matched_by_name(tmp_path: Path, onnx_model: Path
 # --- bad options -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("pipeline", ["quantize{percentile=-1}", "quantize{percentile=200}", "quantize{smooth=nan}",
                                       "quantize{smooth=5}", "quantize{budget=-5}", "quantize{budget=inf}",
-                                      "quantize{calib=median}", "quantize{weight-bits=4}", "canonicalize{max-rounds=0}"])
+                                      "quantize{calib=median}", "quantize{weight-bits=3}", "quantize{weight-bits=16}",
+                                      "canonicalize{max-rounds=0}"])
 def test_out_of_range_options_are_refused_naming_the_range(pipeline: str, onnx_model: Path, calibration: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     code, err = run_cli(["opt", onnx_model, "-p", pipeline, "--calibration", calibration, "-o",

@@ -18,7 +18,7 @@ from graphopt.ops.quant import quantize
 from graphopt.pipeline.passes import option
 from graphopt.quant.calibration import Statistics
 from graphopt.quant.gptq import gptq_round
-from graphopt.quant.observers import METHODS, QParams, affine_qparams, observe_range, symmetric_scales
+from graphopt.quant.observers import METHODS, QParams, affine_qparams, clipped_scales, observe_range, symmetric_scales
 from graphopt.quant.placement import Plan
 
 ACTIVATION_DTYPES = {"uint8": DType.uint8, "int8": DType.int8}
@@ -28,7 +28,9 @@ ACTIVATION_DTYPES = {"uint8": DType.uint8, "int8": DType.int8}
 class SchemeOptions:
     """How to quantize, as the user says it (the quantize pass takes these as its options):
     `weights` per-channel or per-tensor; `activations` uint8 (asymmetric), int8 (symmetric) or none
-    (weight-only); `calib` the range observer; `weight_bits` 8, or 4 with `group_size` (weight-only)."""
+    (weight-only); `calib` the range observer; `weight_bits` 8 or 4 (weight-only: one scale per
+    `group_size` inputs; with activations: per channel, stored in int8); `rounding` to nearest, by
+    AdaRound (learned per layer) or by GPTQ (weight-only int4)."""
 
     weights: str = option("per-channel", choices=("per-channel", "per-tensor"))
     activations: str = option("uint8", choices=(*ACTIVATION_DTYPES, "none"))
@@ -36,7 +38,7 @@ class SchemeOptions:
     percentile: float = option(99.999, low=50, high=100, low_open=True)
     weight_bits: int = option(8, choices=(4, 8))
     group_size: int = option(64, low=1)
-    rounding: str = option("nearest", choices=("nearest", "gptq"))
+    rounding: str = option("nearest", choices=("nearest", "adaround", "gptq"))
 
 
 @dataclass(frozen=True)
@@ -51,14 +53,26 @@ class Scheme(SchemeOptions):
                    weight_max=weight_max)
 
     def __post_init__(self) -> None:
-        if self.weight_bits == 4 and self.activations != "none":
-            raise OptionError("quantize: weight-bits=4 is weight-only: add activations=none")
-        if self.rounding == "gptq" and self.weight_bits != 4:
-            raise OptionError("quantize: rounding=gptq is for weight-bits=4 (int8 weights round to nearest)")
+        if self.rounding == "gptq" and not self.grouped:
+            raise OptionError("quantize: rounding=gptq is for weight-only int4 (activations=none,weight-bits=4); "
+                              "use rounding=adaround for per-channel weights")
+        if self.rounding == "adaround" and self.grouped:
+            raise OptionError("quantize: rounding=adaround learns per-channel roundings; weight-only int4 is "
+                              "grouped: use rounding=gptq there")
 
     @property
     def weight_only(self) -> bool:
         return self.activations == "none"
+
+    @property
+    def grouped(self) -> bool:
+        """int4 weight-only: one scale per group of inputs (what MatMulNBits runs)."""
+        return self.weight_only and self.weight_bits == 4
+
+    @property
+    def weight_bound(self) -> int:
+        """|q| bound of per-channel and per-tensor weights: the target's for 8 bits, 7 for 4."""
+        return 7 if self.weight_bits == 4 else self.weight_max
 
     def activation_qparams(self, stats: Statistics, value: Value) -> QParams:
         dtype = ACTIVATION_DTYPES[self.activations]
@@ -67,7 +81,14 @@ class Scheme(SchemeOptions):
         return affine_qparams(lo, hi, dtype, symmetric=dtype is DType.int8)
 
 
+# Quantized weights by their float array, (id(data), per-channel, bound) -> (data, q, scales): rounded to
+# nearest on first use, or beforehand (AdaRound) so every copy a search quantizes uses those roundings.
 WeightCache = dict[tuple[int, bool, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def weight_key(layer: Node, scheme: Scheme) -> tuple[int, bool, int]:
+    data = layer.operands[1].data
+    return id(data), scheme.weights == "per-channel", scheme.weight_bound
 
 
 def apply_plan(graph: Graph, plan: Plan, scheme: Scheme, stats: Statistics | None,
@@ -94,10 +115,10 @@ def apply_plan(graph: Graph, plan: Plan, scheme: Scheme, stats: Statistics | Non
         if not weight.is_parameter:
             continue
         input_scale = params[id(layer.operands[0])].scale if id(layer.operands[0]) in params else None
-        if scheme.weight_bits == 4:
+        if scheme.grouped:
             _quantize_weight_grouped(graph, layer, scheme.group_size, (hessians or {}).get(id(layer)))
             continue
-        scales = _quantize_weight(graph, layer, scheme.weights == "per-channel", scheme.weight_max, quantized, cache)
+        scales = _quantize_weight(graph, layer, scheme, quantized, cache)
         if len(layer.operands) == 3 and input_scale is not None and layer.operands[2].is_parameter:
             _quantize_bias(graph, layer, input_scale * scales)
     for table in plan.tables:
@@ -127,30 +148,33 @@ def _channel_axis(layer: Node) -> int:
 
 
 def int8_weight(layer: Node, per_channel: bool, bound: int) -> tuple[np.ndarray, np.ndarray]:
-    """The layer's weight in symmetric int8 (|q| <= bound) and its scales, shaped to broadcast
-    against it (per output channel, or one); the weight must hold data."""
+    """The layer's weight in symmetric int8 (|q| <= bound; 4-bit ranges clipped where that rounds
+    better) and its scales, shaped to broadcast against it (per output channel, or one); the weight
+    must hold data."""
     data = layer.operands[1].data
     assert data is not None
     axis = _channel_axis(layer)
-    scales = symmetric_scales(data, axis if per_channel else None, bound)
+    pick = clipped_scales if bound <= 7 else symmetric_scales
+    scales = pick(data, axis if per_channel else None, bound)
     view = scales.reshape([-1 if d == axis else 1 for d in range(data.ndim)]) if per_channel else scales
     return quantize(data, view, 0, DType.int8, -bound, bound), view
 
 
-def _quantize_weight(graph: Graph, layer: Node, per_channel: bool, bound: int,
-                     done: dict[int, tuple[Value, np.ndarray]], cache: WeightCache) -> np.ndarray:
+def _quantize_weight(graph: Graph, layer: Node, scheme: Scheme, done: dict[int, tuple[Value, np.ndarray]],
+                     cache: WeightCache) -> np.ndarray:
     """Replace the weight operand with DQ(int8 weight); a weight shared by layers is quantized once.
     Returns the per-output-channel scales (the per-tensor scale repeated)."""
     weight = layer.operands[1]
     axis = _channel_axis(layer)
     channels = int(weight.shape[axis])  # type: ignore[arg-type]
+    per_channel = scheme.weights == "per-channel"
     if id(weight) not in done:
         data = weight.data
         if data is None:
             raise GraphoptError(f"{layer.where}: weight %{weight.name} has no data to quantize")
-        key = (id(data), per_channel, bound)
+        key = weight_key(layer, scheme)
         if key not in cache or cache[key][0] is not data:  # the entry holds the array: its id is not reused
-            cache[key] = (data, *int8_weight(layer, per_channel, bound))
+            cache[key] = (data, *int8_weight(layer, per_channel, scheme.weight_bound))
         _, q, view = cache[key]
         done[id(weight)] = (graph.add_parameter(q, f"{weight.name}.int8"), view.reshape(-1) if per_channel else view)
     q_param, scales = done[id(weight)]

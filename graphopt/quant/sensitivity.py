@@ -46,10 +46,10 @@ class Evaluator:
     calibration samples against the float model's outputs."""
 
     def __init__(self, graph: Graph, samples: Sequence[tuple[np.ndarray, ...]], stats: Statistics,
-                 scheme: Scheme, target: Profile) -> None:
+                 scheme: Scheme, target: Profile, weights: WeightCache | None = None) -> None:
         self.graph, self.samples, self.stats = graph, list(samples), stats
         self.scheme, self.target = scheme, target
-        self.weights: WeightCache = {}  # every copy quantizes the same float weights
+        self.weights: WeightCache = {} if weights is None else weights  # every copy quantizes the same weights
 
     def quantized(self, layers: Sequence[int]) -> tuple[Graph, list[Node]]:
         """A copy with `layers` quantized, and its nodes as they were numbered before."""
@@ -88,7 +88,7 @@ def layer_errors(layers: Sequence[Node], scheme: Scheme, stats: Statistics | Non
         weight = layer.operands[1].data
         if weight is None:
             continue
-        q, scales = int8_weight(layer, scheme.weights == "per-channel", scheme.weight_max)
+        q, scales = int8_weight(layer, scheme.weights == "per-channel", scheme.weight_bound)
         input_db = None
         x = layer.operands[0]
         if stats is not None and not scheme.weight_only and x.dtype.is_float:
