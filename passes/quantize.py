@@ -10,6 +10,7 @@ weights (|q| <= 7, each channel's range clipped where that rounds better) in int
 Weights round to nearest by default; `rounding=adaround` learns each layer's roundings on the
 calibration samples (graphopt.quant.adaround), `rounding=gptq` compensates rounding errors across a
 weight-only int4 layer's inputs (graphopt.quant.gptq).
+
 Embedding tables are stored int8 per row; a lookup gathers int8 rows and scales only those back.
 
 Linear layers that read a layer norm's output are smoothed first (`smooth`, SmoothQuant's alpha;
@@ -19,14 +20,17 @@ per-tensor activation scale into the per-channel weight scales.
 Mixed precision is the default: when the all-int8 model's output SQNR on the calibration samples is
 below `budget` dB, the layers whose quantization alone hurts the output most stay float until the
 budget holds (budget=0 turns this off). The layers kept float and the sensitivity of every layer
-are in the pass's details (a QuantizeSummary), which the report draws.
+are in the pass's details (a QuantizeSummary), which the report draws. With a size budget
+(`size=MB`) each layer's weight width (4 / 8 bits, or float) is chosen instead, to fit that size with
+the least output noise (graphopt.quant.bit_widths); the report plots size against output SQNR.
 
 With `bias-correction=true` each layer's bias is then moved, layer by layer on the calibration
 samples, so that its quantized output keeps the float model's per-channel mean (empirical bias
 correction; it pays most for depthwise convs with per-tensor weights).
 
-Contract: bounded -- on the calibration samples the output SQNR is at least `budget` dB -- and
-idempotent (a graph that already holds dequantize nodes keeps its precision choices)."""
+Contract: bounded -- on the calibration samples the output SQNR is at least `budget` dB (with
+`size=`: the parameters fit the size, and the SQNR reached is reported) -- and idempotent (a graph
+that already holds dequantize nodes keeps its precision choices)."""
 
 from __future__ import annotations
 
@@ -41,6 +45,7 @@ from graphopt.ops.quant import DEQUANTIZE_OPS
 from graphopt.pipeline import Contract, Pass, PassContext, PassResult, option, register_pass
 from graphopt.quant.adaround import adaround
 from graphopt.quant.bias_correction import BiasShift, correct_biases
+from graphopt.quant.bit_widths import FLOAT, choose_bit_widths, fixed_bytes
 from graphopt.quant.calibration import Calibration, Statistics
 from graphopt.quant.gptq import input_hessians
 from graphopt.quant.placement import TARGETS, candidate_layers, plan, profile
@@ -66,6 +71,9 @@ class QuantizeSummary:
     sqnr_all_int8: float | None = None
     sqnr: float | None = None
     sensitivity: list[Sensitivity] = field(default_factory=list)
+    size_mb: float | None = None  # with a size budget: the parameters' size at the chosen widths
+    bits: dict[str, int] = field(default_factory=dict)  # with a size budget: each quantized layer's weight bits
+    frontier: list[tuple[float, float]] = field(default_factory=list)  # (MB, output SQNR dB) along the search
 
 
 def _calibration(ctx: PassContext, why: str, otherwise: str) -> Calibration:
@@ -92,6 +100,7 @@ class Quantize(Pass, SchemeOptions):
     samples: int = option(16, low=1)
     sensitivity: str = option("auto", choices=("auto", "always"))  # always: measured for the report
     bias_correction: bool = option(False)
+    size: float = option(0.0, low=0)  # MB; per-layer widths (4 / 8 / float) chosen to fit it; 0: off
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -99,6 +108,9 @@ class Quantize(Pass, SchemeOptions):
         if self.bias_correction and self.activations == "none":
             raise OptionError("quantize: bias-correction measures the quantized model on calibration samples; "
                               "it applies with quantized activations (drop activations=none)")
+        if self.size and self.weight_bits == 4 and self.activations != "none":
+            raise OptionError("quantize: 4-bit weights with quantized activations are stored in int8 and save no "
+                              "size; for size=, use activations=none,weight-bits=4 (int4 weight-only) or weight-bits=8")
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         target, why = profile(self.target)
@@ -117,12 +129,16 @@ class Quantize(Pass, SchemeOptions):
         if not scheme.weight_only:
             calibration = _calibration(ctx, "for activations", "or use quantize{activations=none} for weight-only")
             stats = self._smoothed_statistics(graph, calibration, layers, summary)
+        elif self.size:
+            calibration = _calibration(ctx, "to measure each layer's bit widths for size=", "or drop size=")
+            stats = calibration.statistics(graph)
         if scheme.rounding == "adaround":  # on the smoothed weights, before any search quantizes them
             adaround(graph, [n for n in layers if n.op not in target.tables], self._rounding_samples(graph, ctx),
                      scheme, weights)
+        bits: dict[int, int] = {}  # id(layer) -> weight bits, where a size budget mixed them
         if stats is not None:
             evaluator = Evaluator(graph, calibration.samples[:self.samples], stats, scheme, target, weights)
-            layers = self._search(evaluator, layers, summary, ctx)
+            layers, bits = self._search(evaluator, layers, summary, ctx)
         chosen = [n for n in layers if ctx.allow(n)]
         summary.int8 = [n.loc or n.op for n in chosen if n.op not in target.tables]
         summary.tables = [n.loc or n.op for n in chosen if n.op in target.tables]
@@ -132,7 +148,12 @@ class Quantize(Pass, SchemeOptions):
         if scheme.rounding == "gptq":
             hessians = input_hessians(graph, [n for n in chosen if n.op in ("linear", "matmul")],
                                       self._rounding_samples(graph, ctx))
-        apply_plan(graph, plan(graph, chosen, target), scheme, stats, hessians, cache=weights)
+        widths: dict[int, list[Node]] = {}
+        for n in chosen:
+            widths.setdefault(bits.get(id(n), scheme.weight_bits), []).append(n)
+        for width, group in widths.items():  # one width unless a size budget mixed weight-only widths
+            apply_plan(graph, plan(graph, group, target), scheme.at(width), stats,
+                       hessians, cache=weights)
         return PassResult(bool(chosen), details=summary)
 
     def _smoothed_statistics(self, graph: Graph, calibration: Calibration, layers: list[Node],
@@ -151,13 +172,28 @@ class Quantize(Pass, SchemeOptions):
         return calibration.samples[:self.samples]
 
     def _search(self, evaluator: Evaluator, layers: list[Node], summary: QuantizeSummary,
-                ctx: PassContext) -> list[Node]:
-        """Mixed precision (the layers that stay float, into the summary) and bias correction;
-        the layers left to quantize."""
+                ctx: PassContext) -> tuple[list[Node], dict[int, int]]:
+        """Mixed precision (by the size budget or the SQNR budget; the layers that stay float into
+        the summary) and bias correction: the layers left to quantize, and their weight bits by id
+        where a size budget chose them."""
         nodes = list(evaluator.graph)
         index = {id(n): i for i, n in enumerate(nodes)}
         positions = [index[id(n)] for n in layers]
-        if self.budget > 0:
+        widths: dict[int, int] = {}
+        if self.size:
+            tables = [n for n in layers if n.op in evaluator.target.tables]
+            learned = [i for i in positions if nodes[i].op not in evaluator.target.tables]
+            chosen = choose_bit_widths(evaluator, learned, self.size, fixed_bytes(evaluator.graph, layers, tables))
+            summary.size_mb, summary.sqnr, summary.frontier = chosen.size_mb, chosen.sqnr, chosen.frontier
+            for i, width in chosen.bits.items():
+                name = nodes[i].loc or nodes[i].op
+                if width == FLOAT:
+                    summary.float[name] = f"size={self.size:g} MB: float removes the most noise per byte"
+                else:
+                    summary.bits[name] = width
+            positions = [i for i in positions if chosen.bits.get(i) != FLOAT]
+            widths = {id(nodes[i]): width for i, width in chosen.bits.items()}
+        elif self.budget > 0:
             mixed = mixed_precision(evaluator, positions, self.budget, always_measure=self.sensitivity == "always")
             summary.sqnr_all_int8, summary.sqnr, summary.sensitivity = mixed.sqnr_all_int8, mixed.sqnr, \
                 mixed.sensitivity
@@ -168,4 +204,4 @@ class Quantize(Pass, SchemeOptions):
             positions = mixed.int8
         if self.bias_correction:
             summary.bias_shifts = correct_biases(evaluator, [i for i in positions if ctx.allow(nodes[i])])
-        return [nodes[i] for i in positions]
+        return [nodes[i] for i in positions], widths

@@ -60,6 +60,11 @@ class Scheme(SchemeOptions):
             raise OptionError("quantize: rounding=adaround learns per-channel roundings; weight-only int4 is "
                               "grouped: use rounding=gptq there")
 
+    def at(self, bits: int) -> Scheme:
+        """The scheme with `bits`-bit weights (GPTQ's rounding applies only to weight-only int4)."""
+        rounding = "nearest" if self.rounding == "gptq" and bits != 4 else self.rounding
+        return dataclasses.replace(self, weight_bits=bits, rounding=rounding)
+
     @property
     def weight_only(self) -> bool:
         return self.activations == "none"

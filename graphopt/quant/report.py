@@ -24,6 +24,7 @@ def quantize_section(path: Path, *, weight_bytes: int, after: Graph, summary: An
     """The markdown lines of the quantization section of report `path`; its plot is written next to
     it. `weight_bytes` is the parameter size before the pipeline ran."""
     size_before, size_after = weight_bytes, graph_cost(after).param_bytes
+    chooser = "widths chosen by the size budget" if summary.size_mb is not None else f"budget {summary.budget_db:g} dB"
     lines = ["## Quantization", "",
              f"- pipeline pass: `{summary.spec}`; calibration samples: {samples}",
              f"- target: {summary.target}",
@@ -35,13 +36,18 @@ def quantize_section(path: Path, *, weight_bytes: int, after: Graph, summary: An
              f"lookup tables stored in int8 (gathered, then scaled): {len(summary.tables)}; "
              f"inputs smoothed (layer-norm outlier channels moved into the weights): {len(summary.smoothed)}",
              f"- output SQNR on the calibration samples (worst sample): all layers int8 "
-             f"{_db(summary.sqnr_all_int8)}, final {_db(summary.sqnr)} (budget {summary.budget_db:g} dB)"]
+             f"{_db(summary.sqnr_all_int8)}, final {_db(summary.sqnr)} ({chooser})"]
+    if summary.size_mb is not None:
+        counts = {b: sum(1 for v in summary.bits.values() if v == b) for b in sorted(set(summary.bits.values()))}
+        widths = ", ".join(f"{n} at {b} bits" for b, n in counts.items())
+        lines.append(f"- size budget: parameters {summary.size_mb:.2f} MB at the chosen widths ({widths}, "
+                     f"{len(summary.float)} float); output SQNR {_db(summary.sqnr)} (plotted against size below)")
     if fusion is not None:
         lines += ["", "### ONNX Runtime fusion check", "", fusion.markdown()]
     if summary.float:
         lines += ["", "### Layers kept in float", "", "| layer | reason |", "|---|---|"]
         lines += [f"| `{name}` | {why} |" for name, why in summary.float.items()]
-    if summary.errors or summary.sensitivity:
+    if summary.errors or summary.sensitivity or summary.frontier:
         plot = path.with_suffix(".png")
         _plot(plot, summary)
         lines += ["", f"![per-layer error]({plot.name})"]
@@ -67,9 +73,18 @@ def _plot(path: Path, summary: Any) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [p for p in (summary.errors, summary.sensitivity) if p]
+    panels = [p for p in (summary.errors, summary.sensitivity, summary.frontier) if p]
     width = max(6.0, 0.22 * max(len(p) for p in panels))
     fig, axes = plt.subplots(len(panels), 1, figsize=(width, 4.0 * len(panels)), squeeze=False)
+    if summary.frontier:
+        ax = axes[-1][0]
+        sizes, db = zip(*summary.frontier)
+        ax.plot(sizes, db, "o-", label="measured along the search")
+        ax.plot(sizes[-1:], db[-1:], "*", color="tab:red", markersize=14, label="chosen")
+        ax.set_xlabel("parameters (MB)")
+        ax.set_ylabel("output SQNR, worst calibration sample (dB)")
+        ax.set_title("Size against output SQNR (per-layer widths 4 / 8 bits / float)")
+        ax.legend()
     if summary.errors:
         ax, x = axes[0][0], np.arange(len(summary.errors))
         ax.bar(x - 0.2, [min(e.weight_db, 80.0) for e in summary.errors], 0.4, label="weight")
@@ -82,7 +97,7 @@ def _plot(path: Path, summary: Any) -> None:
         ax.legend(loc="lower right")
     if summary.sensitivity:
         scores = summary.sensitivity
-        ax = axes[-1][0]
+        ax = axes[1 if summary.errors else 0][0]
         colors = ["tab:orange" if s.layer in summary.float else "tab:blue" for s in scores]
         ax.bar(range(len(scores)), [min(s.sqnr_db, 80.0) for s in scores], color=colors)
         ax.axhline(summary.budget_db, color="tab:red", linestyle="--", label=f"budget {summary.budget_db:g} dB")

@@ -6,7 +6,7 @@ always reported."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,17 +51,22 @@ class Evaluator:
         self.scheme, self.target = scheme, target
         self.weights: WeightCache = {} if weights is None else weights  # every copy quantizes the same weights
 
-    def quantized(self, layers: Sequence[int]) -> tuple[Graph, list[Node]]:
-        """A copy with `layers` quantized, and its nodes as they were numbered before."""
+    def quantized(self, layers: Sequence[int], bits: Mapping[int, int] | None = None) -> tuple[Graph, list[Node]]:
+        """A copy with `layers` quantized (at `bits[i]` weight bits where given, weight-only), and
+        its nodes as they were numbered before."""
         clone = self.graph.clone()
         nodes = list(clone)
-        apply_plan(clone, plan(clone, [nodes[i] for i in layers], self.target), self.scheme,
-                   self.stats.rebind(clone), cache=self.weights)
+        groups: dict[Scheme, list[Node]] = {}
+        for i in layers:
+            width = (bits or {}).get(i, self.scheme.weight_bits)
+            groups.setdefault(self.scheme.at(width), []).append(nodes[i])
+        for scheme, chosen in groups.items():
+            apply_plan(clone, plan(clone, chosen, self.target), scheme, self.stats.rebind(clone), cache=self.weights)
         return clone, nodes
 
-    def sqnr(self, layers: Sequence[int], samples: int | None = None) -> float:
+    def sqnr(self, layers: Sequence[int], samples: int | None = None, bits: Mapping[int, int] | None = None) -> float:
         """The worst output SQNR over the first `samples` samples (all by default)."""
-        runner = Runner(self.quantized(layers)[0])
+        runner = Runner(self.quantized(layers, bits)[0])
         return min(sqnr_db(ref, runner.run(*s)[0]) for ref, s in zip(self.stats.outputs, self.samples[:samples]))
 
     def sensitivity(self, layers: Sequence[int]) -> list[Sensitivity]:
