@@ -48,8 +48,8 @@ from graphopt.quant.bias_correction import BiasShift, correct_biases
 from graphopt.quant.bit_widths import FLOAT, choose_bit_widths, fixed_bytes
 from graphopt.quant.calibration import Calibration, Statistics
 from graphopt.quant.gptq import input_hessians
-from graphopt.quant.placement import TARGETS, candidate_layers, plan, profile
-from graphopt.quant.quantizer import Scheme, SchemeOptions, apply_plan
+from graphopt.quant.placement import TARGETS, candidate_layers, profile
+from graphopt.quant.quantizer import Scheme, SchemeOptions, apply_widths
 from graphopt.quant.sensitivity import Evaluator, LayerError, Sensitivity, layer_errors, mixed_precision
 from graphopt.quant.smoothing import smooth
 
@@ -148,12 +148,7 @@ class Quantize(Pass, SchemeOptions):
         if scheme.rounding == "gptq":
             hessians = input_hessians(graph, [n for n in chosen if n.op in ("linear", "matmul")],
                                       self._rounding_samples(graph, ctx))
-        widths: dict[int, list[Node]] = {}
-        for n in chosen:
-            widths.setdefault(bits.get(id(n), scheme.weight_bits), []).append(n)
-        for width, group in widths.items():  # one width unless a size budget mixed weight-only widths
-            apply_plan(graph, plan(graph, group, target), scheme.at(width), stats,
-                       hessians, cache=weights)
+        apply_widths(graph, chosen, bits, scheme, target, stats, hessians, cache=weights)
         return PassResult(bool(chosen), details=summary)
 
     def _smoothed_statistics(self, graph: Graph, calibration: Calibration, layers: list[Node],

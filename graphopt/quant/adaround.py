@@ -13,7 +13,7 @@ error is at most round-to-nearest's with the same scales (the rounding that scor
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -42,13 +42,19 @@ def _inputs(graph: Graph, layers: Sequence[Node],
     sizes (symbolic ones too) are measured on the first sample."""
     positions = {id(v): i for i, v in enumerate(graph.inputs)}
 
-    def observe(chunk: Sequence[Node], sample: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+    def observer(chunk: Sequence[Node]) -> Callable[[tuple[np.ndarray, ...]], list[np.ndarray]]:
+        """Gives the inputs of the chunk's layers on one sample (one runner for every sample)."""
         observed = [layer.operands[0] for layer in chunk if id(layer.operands[0]) not in positions]
-        _, arrays = Runner(graph, observed).run(*sample) if observed else ([], [])
-        seen = dict(zip(map(id, observed), arrays))
-        return [sample[positions[id(x)]] if id(x) in positions else seen[id(x)] for x in (n.operands[0] for n in chunk)]
+        runner = Runner(graph, observed) if observed else None
 
-    size = {id(layer): a.nbytes * len(samples) for layer, a in zip(layers, observe(layers, samples[0]))}
+        def observe(sample: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+            seen = dict(zip(map(id, observed), runner.run(*sample)[1] if runner is not None else []))
+            return [sample[positions[id(n.operands[0])]] if id(n.operands[0]) in positions else seen[id(n.operands[0])]
+                    for n in chunk]
+
+        return observe
+
+    size = {id(layer): a.nbytes * len(samples) for layer, a in zip(layers, observer(layers)(samples[0]))}
     chunks: list[list[Node]] = [[]]
     for layer in layers:
         if chunks[-1] and sum(size[id(n)] for n in chunks[-1]) + size[id(layer)] > MEMORY_BYTES:
@@ -56,7 +62,8 @@ def _inputs(graph: Graph, layers: Sequence[Node],
         chunks[-1].append(layer)
     for chunk in chunks:
         count = max(1, min(len(samples), MEMORY_BYTES * len(samples) // max(size[id(n)] for n in chunk)))
-        seen = [observe(chunk, sample) for sample in samples[:count]]
+        observe = observer(chunk)
+        seen = [observe(sample) for sample in samples[:count]]
         for k, layer in enumerate(chunk):
             yield layer, np.concatenate([arrays[k] for arrays in seen]).astype(np.float32)
 

@@ -94,11 +94,7 @@ def _sqnr(evaluator: Evaluator, bits: dict[int, int]) -> float:
 
 def fixed_bytes(graph: Graph, layers: Sequence[Node], tables: Sequence[Node]) -> int:
     """The parameter bytes outside the layers' weights, lookup tables counted in int8 with a scale a row."""
-    table = {id(n.operands[1]) for n in tables}
-    own = {id(n.operands[1]) for n in layers} - table
-    total = 0
-    for p in graph.parameters:
-        if id(p) in own or p.data is None:
-            continue
-        total += p.data.size + 4 * p.data.shape[0] if id(p) in table else p.data.nbytes
-    return total
+    stored = {id(n.operands[1]): weight_bytes(n, 8, 0) for n in tables}  # int8 rows, a scale each
+    own = {id(n.operands[1]) for n in layers}
+    return sum(stored.values()) + sum(p.data.nbytes for p in graph.parameters
+                                      if id(p) not in own and id(p) not in stored and p.data is not None)

@@ -5,6 +5,7 @@ weight-only), and int32 biases on the input-times-weight scale, the layout int8 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +20,7 @@ from graphopt.pipeline.passes import option
 from graphopt.quant.calibration import Statistics
 from graphopt.quant.gptq import gptq_round
 from graphopt.quant.observers import METHODS, QParams, affine_qparams, clipped_scales, observe_range, symmetric_scales
-from graphopt.quant.placement import Plan
+from graphopt.quant.placement import Plan, Profile, plan
 
 ACTIVATION_DTYPES = {"uint8": DType.uint8, "int8": DType.int8}
 
@@ -131,6 +132,18 @@ def apply_plan(graph: Graph, plan: Plan, scheme: Scheme, stats: Statistics | Non
     for v in plan.tensors:
         if id(v) in params:
             _insert_qdq(graph, v, params[id(v)])
+
+
+def apply_widths(graph: Graph, layers: Sequence[Node], bits: Mapping[int, int], scheme: Scheme, target: Profile,
+                 stats: Statistics | None, hessians: dict[int, np.ndarray] | None = None,
+                 cache: WeightCache | None = None) -> None:
+    """Quantize `layers` in place, each at `bits[id(layer)]` weight bits (the scheme's where absent):
+    one plan a width, since a size budget mixes weight-only widths."""
+    groups: dict[int, list[Node]] = {}
+    for layer in layers:
+        groups.setdefault(bits.get(id(layer), scheme.weight_bits), []).append(layer)
+    for width, group in groups.items():
+        apply_plan(graph, plan(graph, group, target), scheme.at(width), stats, hessians, cache)
 
 
 def _insert_qdq(graph: Graph, v: Value, qp: QParams) -> None:

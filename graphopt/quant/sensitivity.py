@@ -16,8 +16,8 @@ from graphopt.ir.node import Node
 from graphopt.progress import progress
 from graphopt.quant.calibration import Statistics
 from graphopt.quant.observers import expected_sqnr_db
-from graphopt.quant.placement import Profile, plan
-from graphopt.quant.quantizer import Scheme, WeightCache, apply_plan, int8_weight
+from graphopt.quant.placement import Profile
+from graphopt.quant.quantizer import Scheme, WeightCache, apply_widths, int8_weight
 from graphopt.quant.runner import Runner
 
 
@@ -56,12 +56,8 @@ class Evaluator:
         its nodes as they were numbered before."""
         clone = self.graph.clone()
         nodes = list(clone)
-        groups: dict[Scheme, list[Node]] = {}
-        for i in layers:
-            width = (bits or {}).get(i, self.scheme.weight_bits)
-            groups.setdefault(self.scheme.at(width), []).append(nodes[i])
-        for scheme, chosen in groups.items():
-            apply_plan(clone, plan(clone, chosen, self.target), scheme, self.stats.rebind(clone), cache=self.weights)
+        apply_widths(clone, [nodes[i] for i in layers], {id(nodes[i]): b for i, b in (bits or {}).items()},
+                     self.scheme, self.target, self.stats.rebind(clone), cache=self.weights)
         return clone, nodes
 
     def sqnr(self, layers: Sequence[int], samples: int | None = None, bits: Mapping[int, int] | None = None) -> float:
