@@ -204,6 +204,8 @@ def hardtanh(x: torch.Tensor, min_val: float, max_val: float) -> torch.Tensor:
 
 @implements("clamp")
 def clamp(x: torch.Tensor, min: float | None, max: float | None) -> torch.Tensor:
+    if min is None and max is None:  # ONNX Clip without bounds (and numpy's clip) pass x through; torch refuses
+        return x.clone()
     return torch.clamp(x, min, max)
 
 

@@ -63,6 +63,7 @@ CASES = [
     C("hardtanh", [x4], lambda x: F.hardtanh(x, -0.5, 2.0), min_val=-0.5, max_val=2.0),
     C("clamp", [x4], lambda x: torch.clamp(x, -0.3, 0.4), min=-0.3, max=0.4),
     C("clamp", [x4], lambda x: torch.clamp(x, min=0.1), id="clamp-min", min=0.1),
+    C("clamp", [x4], lambda x: x, id="clamp-unbounded"),  # ONNX Clip without bounds: x itself
     C("gelu", [x4 * 3], F.gelu),
     C("gelu", [x4 * 3], lambda x: F.gelu(x, approximate="tanh"), id="gelu-tanh", approximate="tanh"),
     C("sigmoid", [x4 * 10], torch.sigmoid),
