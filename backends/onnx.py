@@ -209,10 +209,13 @@ class OnnxEmitter:
         return model
 
 
-# MatMulNBits computes in fp32 from the int4 weights (level 0); level 4 also quantizes the activations
-# to int8 per block. Measured on all-MiniLM-L6-v2 (128 tokens, AVX-512 VNNI, 1 thread): level 4 was no
-# faster (23.99 against 21.29 ms, group 32) and further from the model, so level 0.
-INT4_ACCURACY_LEVEL = 0
+# MatMulNBits computes in fp32 from the packed weights (level 0); level 4 also quantizes the activations
+# to int8 per block. Measured on all-MiniLM-L6-v2 (128 tokens, group 32, AVX-512 VNNI, 1 thread): for
+# 4-bit weights level 4 was no faster (23.99 against 21.29 ms) and further from the model, so level 0;
+# for 8-bit weights (every linear, size=19.9) level 0 ran 1.45x fp32 and level 4 0.88x, with the hard
+# texts' cosine min 0.9903 against 0.9901, so level 4 (its activation rounding is the only difference
+# from the interpreter there).
+ACCURACY_LEVEL = {4: 0, 8: 4}
 MS_DOMAIN = "com.microsoft"  # ONNX Runtime's contrib ops (MatMulNBits)
 SIZE_OPS = {"+": "Add", "*": "Mul", "//": "Div", "ceildiv": "Div", "%": "Mod", "max": "Max", "min": "Min"}
 
@@ -288,8 +291,25 @@ def _einsum(e: OnnxEmitter, n: Node) -> None:
 
 @emits("embedding")
 def _embedding(e: OnnxEmitter, n: Node) -> None:
-    indices, weight = e.ins(n)
-    e.add("Gather", [weight, indices], [e.out(n)], axis=0)
+    dq = _packed_weight(n)
+    if dq is None:
+        indices, weight = e.ins(n)
+        e.add("Gather", [weight, indices], [e.out(n)], axis=0)
+        return
+    rows, width = (int(d) for d in n.operands[1].shape)  # type: ignore[arg-type]
+    bits, group = _packed_bits(dq), dq.operands[0].shape[1]
+    table = e.tmp("table")
+    if bits == 4:  # signed int4 (zero points 0 by default), two a byte, low nibble first
+        flat = (dq.operands[0].data.astype(np.uint8) & 15).reshape(-1)  # type: ignore[union-attr]
+        e.initializers.append(helper.make_tensor(table, TensorProto.INT4, [rows, width],
+                                                 (flat[0::2] | (flat[1::2] << 4)).tobytes(), raw=True))
+        zero = []
+    else:  # uint8 around 128
+        e.initializers.append(numpy_helper.from_array(_packed(dq, 8).reshape(rows, width), table))
+        zero = [e.const(np.full((rows, width // group), 128, np.uint8), hint="zero_point")]
+    scales = dq.operands[1].data.astype(np.float32).reshape(rows, -1)  # type: ignore[union-attr]
+    e.add("GatherBlockQuantized", [table, e.ins(n)[0], e.const(scales, hint="scales"), *zero], [e.out(n)],
+          domain=MS_DOMAIN, gather_axis=0, quantize_axis=1, block_size=group, bits=bits)
 
 
 def _scalar(e: OnnxEmitter, value: float, like: Value) -> str:
@@ -700,11 +720,11 @@ def _conv_transpose(e: OnnxEmitter, n: Node) -> None:
     _activation(e, n, y)
 
 
-def _int4_weight(linear: Node) -> Node | None:
-    """The dequantize of a linear's int4 weight when it has the layout MatMulNBits takes: int8 rows
-    of one power-of-two group (>= 16) of input features, values in [-7, 7], zero points 0, reshaped
-    to [out, in] and read by nothing else."""
-    reshape = linear.operands[1].producer if linear.op == "linear" else None
+def _packed_weight(n: Node) -> Node | None:
+    """The dequantize of a linear's weight or a lookup's table when it has the per-group layout
+    MatMulNBits and GatherBlockQuantized take: int8 rows of one power-of-two group (>= 16) of input
+    features, zero points 0, reshaped to [out, in] and read by nothing else."""
+    reshape = n.operands[1].producer if n.op in ("linear", "embedding") else None
     if reshape is None or reshape.op != "reshape":
         return None
     dq = reshape.operands[0].producer
@@ -713,36 +733,51 @@ def _int4_weight(linear: Node) -> Node | None:
         return None
     q, _, zero_points = (v.data for v in dq.operands)
     group = q.shape[1] if q.ndim == 2 else 0
-    if q.dtype != np.int8 or group < 16 or group & (group - 1) or np.any(zero_points) or np.abs(q).max() > 7:
+    if q.dtype != np.int8 or group < 16 or group & (group - 1) or np.any(zero_points) or q.min() < -127:
         return None
     return dq
 
 
+def _packed_bits(dq: Node) -> int:
+    """4 when every value fits a nibble ([-7, 7]), else 8."""
+    return 4 if np.abs(dq.operands[0].data).max() <= 7 else 8  # type: ignore[union-attr]
+
+
 def _read_packed(reshape: Node) -> bool:
-    """A reshape of int4 weights read only by linears lowered to MatMulNBits, which take the packed
-    weights instead (the dequantize before it is then left out too: nothing reads it)."""
+    """A reshape of per-group weights read only by linears and lookups lowered to MatMulNBits and
+    GatherBlockQuantized, which take the packed weights instead (the dequantize before it is then
+    left out too: nothing reads it)."""
     users = reshape.result.users
     return bool(users) and not reshape.result.is_graph_output and all(
-        _int4_weight(u) is not None and u.operands[1] is reshape.result for u in users)
+        _packed_weight(u) is not None and u.operands[1] is reshape.result for u in users)
+
+
+def _packed(dq: Node, bits: int) -> np.ndarray:
+    """The weights as unsigned bytes ([rows, in] layout): two a byte (+8, low nibble first) for 4
+    bits, one (+128) for 8."""
+    q = dq.operands[0].data.astype(np.int16)  # type: ignore[union-attr]
+    if bits == 8:
+        return (q + 128).astype(np.uint8)
+    nibbles = (q + 8).astype(np.uint8)
+    return nibbles[..., 0::2] | (nibbles[..., 1::2] << 4)
 
 
 def _matmul_nbits(e: OnnxEmitter, n: Node, dq: Node, out: str) -> str:
-    """ONNX Runtime's int4 kernel: two weights a byte (+8, low nibble first), one scale a group."""
-    q, scales, _ = (v.data for v in dq.operands)
+    """ONNX Runtime's int4 / int8 weight kernel: the packed weights, one scale a group."""
     rows, k = (int(d) for d in n.operands[1].shape)  # type: ignore[arg-type]
-    group = q.shape[1]
-    nibbles = (q.astype(np.int16) + 8).astype(np.uint8).reshape(rows, k // group, group)
-    packed = nibbles[..., 0::2] | (nibbles[..., 1::2] << 4)
-    return e.add("MatMulNBits", [e.ins(n)[0], e.const(packed), e.const(scales.astype(np.float32), hint="scales")],
-                 [out], domain=MS_DOMAIN, K=k, N=rows, bits=4, block_size=group, accuracy_level=INT4_ACCURACY_LEVEL)
+    group, bits = dq.operands[0].shape[1], _packed_bits(dq)
+    packed = _packed(dq, bits).reshape(rows, k // group, -1)
+    scales = dq.operands[1].data.astype(np.float32)  # type: ignore[union-attr]
+    return e.add("MatMulNBits", [e.ins(n)[0], e.const(packed), e.const(scales, hint="scales")], [out],
+                 domain=MS_DOMAIN, K=k, N=rows, bits=bits, block_size=group, accuracy_level=ACCURACY_LEVEL[bits])
 
 
 @emits("linear")
 def _linear(e: OnnxEmitter, n: Node) -> None:
     ins, target = e.ins(n), _activated(e, n)
-    int4 = _int4_weight(n)
-    if int4 is not None:
-        y = _matmul_nbits(e, n, int4, target if len(ins) == 2 else e.tmp("matmul"))
+    packed = _packed_weight(n)
+    if packed is not None:
+        y = _matmul_nbits(e, n, packed, target if len(ins) == 2 else e.tmp("matmul"))
         if len(ins) == 3:
             y = e.add("Add", [y, ins[2]], [target])
     elif n.operands[0].type.rank == 2:

@@ -41,7 +41,7 @@ PLOT = Path(__file__).parent / "results" / "remove_blocks_resnet50.png"
 
 def digits() -> list[str]:
     case = digits_case()
-    x_test = np.concatenate([s[0] for s in case.evaluation])
+    x_test = np.concatenate([s[0] for s in case.labelled])
     graph = go.run_pipeline(go.from_torch(case.module, case.example, dynamic_batch=True), "canonicalize,fold-bn").graph
     fp32 = accuracy(graph, x_test, case.labels)
     lines = [f"Digits CNN, test accuracy on {len(x_test)} held-out images (fp32 {fp32:.1%}); distillation: "

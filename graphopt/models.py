@@ -92,6 +92,64 @@ def varied_texts(count: int, seed: int = 0) -> list[str]:
     return [kinds[int(rng.integers(len(kinds)))]() for _ in range(count)]
 
 
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def natural_images(count: int, seed: int = 0, size: int = 224, hard: bool = False) -> np.ndarray:
+    """`count` reproducible RGB images [count, 3, size, size], normalized as torchvision's classifiers
+    expect: noise with natural images' 1/f^a power spectrum (a in [2, 2.8]) and correlated colour
+    channels, so calibration sees the statistics real photos have, unlike white noise. `hard`
+    varies them in turn the ways that break calibrated ranges: low contrast, saturation, dark and
+    bright, a flat occluding patch, sharp stripes, and real handwritten digits (scikit-learn's)
+    scaled up and coloured."""
+    rng = np.random.default_rng(seed)
+    freq = np.hypot(*np.meshgrid(np.fft.fftfreq(size), np.fft.fftfreq(size), indexing="ij"))
+    freq[0, 0] = 1.0
+    images = np.empty((count, 3, size, size), np.float32)
+    digits = _digit_images() if hard else None
+    for i in range(count):
+        spectrum = (rng.standard_normal((3, size, size)) + 1j * rng.standard_normal((3, size, size))) \
+            / freq ** rng.uniform(1.0, 1.4)  # amplitude 1/f^(a/2): power 1/f^a
+        field = np.fft.ifft2(spectrum).real
+        mixing = 0.7 + 0.3 * rng.standard_normal((3, 3)) * np.array([[1], [0.3], [0.3]])
+        field = np.einsum("cd,dhw->chw", mixing, field / field.std())
+        image = 1 / (1 + np.exp(-field - rng.normal(0, 0.5, (3, 1, 1))))  # in (0, 1), each channel its own tint
+        if hard:
+            image = _hardened(image, i % 7, rng, digits)
+        images[i] = (image - np.reshape(IMAGENET_MEAN, (3, 1, 1))) / np.reshape(IMAGENET_STD, (3, 1, 1))
+    return images
+
+
+def _digit_images() -> np.ndarray:
+    from sklearn.datasets import load_digits
+
+    return load_digits().images / 16.0
+
+
+def _hardened(image: np.ndarray, kind: int, rng: np.random.Generator, digits: np.ndarray) -> np.ndarray:
+    size = image.shape[-1]
+    if kind == 0:  # low contrast
+        return 0.5 + 0.15 * (image - image.mean())
+    if kind == 1:  # saturated
+        return np.clip(0.5 + 4 * (image - 0.5), 0, 1)
+    if kind == 2:  # dark or bright
+        return image * 0.15 if rng.integers(2) else 1 - 0.15 * (1 - image)
+    if kind == 3:  # a flat patch over a third of the image
+        r, c = rng.integers(0, size * 2 // 3, 2)
+        out = image.copy()
+        out[:, r:r + size // 3, c:c + size // 3] = rng.uniform(0, 1, (3, 1, 1))
+        return out
+    if kind == 4:  # sharp stripes at a random angle and period
+        angle, period = rng.uniform(0, np.pi), rng.uniform(3, 20)
+        y, x = np.mgrid[:size, :size]
+        return np.broadcast_to((np.sin((x * np.cos(angle) + y * np.sin(angle)) * 2 * np.pi / period) > 0),
+                               image.shape).astype(np.float64) * rng.uniform(0.5, 1, (3, 1, 1))
+    if kind == 5:  # a real handwritten digit, scaled up, in a random colour on a random background
+        digit = np.kron(digits[rng.integers(len(digits))], np.ones((size // 8 + 1, size // 8 + 1)))[:size, :size]
+        return rng.uniform(0, 0.4, (3, 1, 1)) + digit * rng.uniform(0.4, 0.6, (3, 1, 1))
+    return image  # kind 6: as drawn
+
+
 class SentenceEncoder(torch.nn.Module):
     """BERT encoder + attention-masked mean pooling + L2 normalization: the sentence embedding."""
 

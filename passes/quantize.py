@@ -12,6 +12,7 @@ calibration samples (graphopt.quant.adaround), `rounding=gptq` compensates round
 weight-only int4 layer's inputs (graphopt.quant.gptq).
 
 Embedding tables are stored int8 per row; a lookup gathers int8 rows and scales only those back.
+Weight-only int4 stores them int4 per group too, which ONNX Runtime gathers as GatherBlockQuantized.
 
 Linear layers that read a layer norm's output are smoothed first (`smooth`, SmoothQuant's alpha;
 0 turns it off): an exact per-channel rescaling that moves outlier channels' range from the
@@ -61,7 +62,7 @@ class QuantizeSummary:
 
     spec: str
     target: str  # the profile placed for, and why it applies to this machine
-    int8: list[str]  # layers (lookup tables stored in int8 are in `tables`)
+    int8: list[str]  # layers quantized (at their `bits` where a size budget chose; lookup tables are in `tables`)
     float: dict[str, str]
     budget_db: float
     smoothed: list[str] = field(default_factory=list)
@@ -158,7 +159,7 @@ class Quantize(Pass, SchemeOptions):
             smoothed = smooth(graph, layers, stats.channel_absmax, self.smooth)
             if smoothed:
                 summary.smoothed = [n.loc or n.op for n in smoothed]
-                stats = calibration.statistics(graph)  # the smoothed tensors
+                stats = calibration.statistics(graph, known=stats)  # the multiplies smoothing added
         return stats
 
     def _rounding_samples(self, graph: Graph, ctx: PassContext) -> list[tuple[np.ndarray, ...]]:
@@ -178,7 +179,9 @@ class Quantize(Pass, SchemeOptions):
         if self.size:
             tables = [n for n in layers if n.op in evaluator.target.tables]
             learned = [i for i in positions if nodes[i].op not in evaluator.target.tables]
-            chosen = choose_bit_widths(evaluator, learned, self.size, fixed_bytes(evaluator.graph, layers, tables))
+            fixed = fixed_bytes(evaluator.graph, layers, tables, evaluator.scheme)
+            chosen = choose_bit_widths(evaluator, learned, self.size, fixed,
+                                       [i for i in positions if nodes[i].op in evaluator.target.tables])
             summary.size_mb, summary.sqnr, summary.frontier = chosen.size_mb, chosen.sqnr, chosen.frontier
             for i, width in chosen.bits.items():
                 name = nodes[i].loc or nodes[i].op

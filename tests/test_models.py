@@ -61,3 +61,17 @@ def test_varied_texts_never_run_out_of_sentences() -> None:
     """A paragraph draws up to six statements: one text per seed exercises every kind over many seeds."""
     texts = [t for seed in range(300) for t in models.varied_texts(1, seed)]
     assert len(texts) == 300 and all(t.strip() for t in texts)
+
+
+def test_natural_images_have_photo_statistics_and_the_hard_ones_vary() -> None:
+    images = models.natural_images(8, seed=0)
+    assert images.shape == (8, 3, 224, 224) and images.dtype == np.float32
+    pixels = images * np.reshape(models.IMAGENET_STD, (3, 1, 1)) + np.reshape(models.IMAGENET_MEAN, (3, 1, 1))
+    assert pixels.min() >= 0 and pixels.max() <= 1  # normalized from [0, 1] as torchvision expects
+    neighbours = [np.corrcoef(x[c, :, :-1].ravel(), x[c, :, 1:].ravel())[0, 1] for x in images for c in range(3)]
+    assert min(neighbours) > 0.5  # neighbouring pixels agree, as in photos (white noise: 0)
+    assert np.array_equal(images, models.natural_images(8, seed=0)) and not np.array_equal(
+        images, models.natural_images(8, seed=1))
+    hard = models.natural_images(7, seed=0, hard=True)
+    spread = [float(x.std()) for x in hard]
+    assert min(spread) < 0.5 * float(images.std()) < max(spread)  # low contrast beside saturation

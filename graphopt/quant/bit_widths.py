@@ -16,6 +16,7 @@ from graphopt.errors import GraphoptError
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node
 from graphopt.progress import progress
+from graphopt.quant.quantizer import Scheme
 from graphopt.quant.sensitivity import RANKING_SAMPLES, Evaluator
 
 FLOAT = 32
@@ -31,14 +32,13 @@ class BitWidths:
 
 
 def weight_bytes(layer: Node, bits: int, group: int) -> int:
-    """The stored size of the layer's weight at `bits`: float32, int8 with a float scale per output
-    channel, or two int4 a byte with a float scale per group."""
+    """The stored size of the layer's weight at `bits`: float32, or int8 / two int4 a byte with a
+    float scale per group of `group` inputs (0: per output channel, or a lookup table's row)."""
     count = int(layer.operands[1].data.size)  # type: ignore[union-attr]
     if bits == FLOAT:
         return 4 * count
-    if bits == 8:
-        return count + 4 * int(layer.operands[1].shape[0])  # type: ignore[arg-type]
-    return count // 2 + 4 * (count // group)
+    scales = 4 * (count // group if group else int(layer.operands[1].shape[0]))  # type: ignore[arg-type]
+    return (count if bits == 8 else count // 2) + scales
 
 
 def widths(layer: Node, narrowest: int, weight_only: bool, group: int) -> tuple[int, ...]:
@@ -48,12 +48,15 @@ def widths(layer: Node, narrowest: int, weight_only: bool, group: int) -> tuple[
     return (4, 8, FLOAT) if four else (8, FLOAT)
 
 
-def choose_bit_widths(evaluator: Evaluator, layers: Sequence[int], size_mb: float, fixed_bytes: int) -> BitWidths:
+def choose_bit_widths(evaluator: Evaluator, layers: Sequence[int], size_mb: float, fixed_bytes: int,
+                      tables: Sequence[int] = ()) -> BitWidths:
     """The widths of `layers` (positions) that fit `size_mb` with the least measured output noise;
-    `fixed_bytes` is what the rest of the model takes."""
+    `fixed_bytes` is what the rest of the model takes, `tables` (positions) the lookups quantized at
+    the scheme's width in every measured mix."""
     nodes, scheme = list(evaluator.graph), evaluator.scheme
     options = {i: widths(nodes[i], scheme.weight_bits, scheme.weight_only, scheme.group_size) for i in layers}
-    cost = {(i, b): weight_bytes(nodes[i], b, scheme.group_size) for i in layers for b in options[i]}
+    group = scheme.group_size if scheme.grouped else 0
+    cost = {(i, b): weight_bytes(nodes[i], b, group) for i in layers for b in options[i]}
     trials = [(i, b) for i in layers for b in options[i] if b != FLOAT]
     noise = {(i, FLOAT): 0.0 for i in layers}
     for i, b in progress(trials, len(trials), "bit-width sensitivity"):
@@ -82,19 +85,23 @@ def choose_bit_widths(evaluator: Evaluator, layers: Sequence[int], size_mb: floa
         used += extra
         walk.append((used, dict(bits)))
     picks = sorted({round(k * (len(walk) - 1) / FRONTIER_POINTS) for k in range(FRONTIER_POINTS)})
-    frontier = [(walk[k][0] / 1e6, _sqnr(evaluator, walk[k][1])) for k in progress(picks, len(picks), "size frontier")]
-    frontier.append((used / 1e6, _sqnr(evaluator, bits)))
+    frontier = [(walk[k][0] / 1e6, _sqnr(evaluator, walk[k][1], tables))
+                for k in progress(picks, len(picks), "size frontier")]
+    frontier.append((used / 1e6, _sqnr(evaluator, bits, tables)))
     return BitWidths(bits, used / 1e6, frontier[-1][1], frontier)
 
 
-def _sqnr(evaluator: Evaluator, bits: dict[int, int]) -> float:
-    quantized = [i for i, b in bits.items() if b != FLOAT]
+def _sqnr(evaluator: Evaluator, bits: dict[int, int], tables: Sequence[int]) -> float:
+    quantized = sorted([*tables, *(i for i, b in bits.items() if b != FLOAT)])
     return evaluator.sqnr(quantized, bits=bits) if quantized else float("inf")
 
 
-def fixed_bytes(graph: Graph, layers: Sequence[Node], tables: Sequence[Node]) -> int:
-    """The parameter bytes outside the layers' weights, lookup tables counted in int8 with a scale a row."""
-    stored = {id(n.operands[1]): weight_bytes(n, 8, 0) for n in tables}  # int8 rows, a scale each
+def fixed_bytes(graph: Graph, layers: Sequence[Node], tables: Sequence[Node], scheme: Scheme) -> int:
+    """The parameter bytes outside the layers' weights, lookup tables counted as the scheme stores
+    them: int4 per group when grouped and their rows split into groups, else int8 with a scale a row."""
+    group = scheme.group_size
+    stored = {id(n.operands[1]): weight_bytes(n, 4, group) if scheme.grouped and n.operands[1].shape[-1] % group == 0
+              else weight_bytes(n, 8, 0) for n in tables}
     own = {id(n.operands[1]) for n in layers}
     return sum(stored.values()) + sum(p.data.nbytes for p in graph.parameters
                                       if id(p) not in own and id(p) not in stored and p.data is not None)

@@ -74,7 +74,7 @@ class Statistics:
     def __init__(self, graph: Graph, observed: Sequence[Observed], outputs: Sequence[list[np.ndarray]]) -> None:
         self.observed = list(observed)
         self.outputs = list(outputs)
-        self._by_value = {id(v): o for v, o in zip(tracked_values(graph), observed)}
+        self.by_value = {id(v): o for v, o in zip(tracked_values(graph), observed)}
 
     def rebind(self, clone: Graph) -> Statistics:
         """The same statistics for a clone of the graph they were taken on."""
@@ -82,7 +82,7 @@ class Statistics:
 
     def _lookup(self, value: Value) -> Observed:
         try:
-            return self._by_value[id(value)]
+            return self.by_value[id(value)]
         except KeyError:
             raise GraphoptError(f"no calibration statistics for %{value.name}; it was not observed") from None
 
@@ -129,20 +129,24 @@ class Calibration:
                 if array.dtype.kind == "f" and not np.isfinite(array).all():
                     raise CalibrationError(f"{where}: contains NaN or infinity; {what} needs finite inputs")
 
-    def statistics(self, graph: Graph) -> Statistics:
-        """What every float tensor of `graph` holds over all samples (computed once per graph)."""
+    def statistics(self, graph: Graph, known: Statistics | None = None) -> Statistics:
+        """What every float tensor of `graph` holds over all samples (computed once per graph).
+        `known`: statistics taken before an in-place change that left the tensors they cover as
+        they were (smoothing adds multiplies and keeps every product): only the new tensors are
+        observed."""
         key = fingerprint(graph)
         if key not in self._statistics:
             self.check(graph)
             values = tracked_values(graph)
-            observed = {id(v): Observed() for v in values}
+            kept = {} if known is None else known.by_value
+            observed = {id(v): kept.get(id(v)) or Observed() for v in values}
             inputs = {id(v) for v in graph.inputs}
-            results = [v for v in values if id(v) not in inputs]
+            results = [v for v in values if id(v) not in inputs and id(v) not in kept]
             runner = Runner(graph, results)
             outputs = []
             for sample in progress(self.samples, len(self.samples), f"calibrating on {runner.backend}"):
                 for value, array in zip(graph.inputs, sample):
-                    if id(value) in observed:
+                    if id(value) in observed and id(value) not in kept:
                         observed[id(value)].add(array)
                 graph_outputs, arrays = runner.run(*sample)
                 for value, array in zip(results, arrays):

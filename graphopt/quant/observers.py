@@ -55,7 +55,7 @@ class Histogram:
         elif lo < self.lo or hi > self.hi:
             self._grow(min(lo, self.lo), max(hi, self.hi))
         width = (self.hi - self.lo) / self.bins
-        index = np.clip(((x - self.lo) / width).astype(np.int64), 0, self.bins - 1)
+        index = np.clip(((x - self.lo) / width).astype(np.int32), 0, self.bins - 1)
         self.counts += np.bincount(index, minlength=self.bins)
 
     def _grow(self, lo: float, hi: float) -> None:

@@ -47,11 +47,14 @@ class Scheme(SchemeOptions):
     """The options, checked, with the target profile's weight bound."""
 
     weight_max: int = 127  # |int8 weight| bound (the target profile's; 64 keeps x86 int16 pairs exact)
+    # Weight-only weights in groups of `group_size` inputs, what MatMulNBits runs: int4, and the 8-bit
+    # layers a size budget widens from it (kept grouped, so they run as 8-bit MatMulNBits).
+    grouped: bool = False
 
     @classmethod
     def of(cls, options: SchemeOptions, weight_max: int) -> Scheme:
         return cls(**{f.name: getattr(options, f.name) for f in dataclasses.fields(SchemeOptions)},
-                   weight_max=weight_max)
+                   weight_max=weight_max, grouped=options.activations == "none" and options.weight_bits == 4)
 
     def __post_init__(self) -> None:
         if self.rounding == "gptq" and not self.grouped:
@@ -62,18 +65,12 @@ class Scheme(SchemeOptions):
                               "grouped: use rounding=gptq there")
 
     def at(self, bits: int) -> Scheme:
-        """The scheme with `bits`-bit weights (GPTQ's rounding applies only to weight-only int4)."""
-        rounding = "nearest" if self.rounding == "gptq" and bits != 4 else self.rounding
-        return dataclasses.replace(self, weight_bits=bits, rounding=rounding)
+        """The scheme with `bits`-bit weights (grouped, and GPTQ's rounding, stay as they are)."""
+        return dataclasses.replace(self, weight_bits=bits)
 
     @property
     def weight_only(self) -> bool:
         return self.activations == "none"
-
-    @property
-    def grouped(self) -> bool:
-        """int4 weight-only: one scale per group of inputs (what MatMulNBits runs)."""
-        return self.weight_only and self.weight_bits == 4
 
     @property
     def weight_bound(self) -> int:
@@ -122,13 +119,16 @@ def apply_plan(graph: Graph, plan: Plan, scheme: Scheme, stats: Statistics | Non
             continue
         input_scale = params[id(layer.operands[0])].scale if id(layer.operands[0]) in params else None
         if scheme.grouped:
-            _quantize_weight_grouped(graph, layer, scheme.group_size, (hessians or {}).get(id(layer)))
+            _quantize_weight_grouped(graph, layer, scheme, (hessians or {}).get(id(layer)))
             continue
         scales = _quantize_weight(graph, layer, scheme, quantized, cache)
         if len(layer.operands) == 3 and input_scale is not None and layer.operands[2].is_parameter:
             _quantize_bias(graph, layer, input_scale * scales)
     for table in plan.tables:
-        _quantize_table(graph, table)
+        if scheme.grouped and int(table.operands[1].shape[-1]) % scheme.group_size == 0:  # type: ignore[arg-type]
+            _quantize_weight_grouped(graph, table, scheme, None)  # gathered block-wise (GatherBlockQuantized)
+        else:
+            _quantize_table(graph, table, cache)
     for v in plan.tensors:
         if id(v) in params:
             _insert_qdq(graph, v, params[id(v)])
@@ -178,6 +178,15 @@ def int8_weight(layer: Node, per_channel: bool, bound: int) -> tuple[np.ndarray,
     return quantize(data, view, 0, DType.int8, -bound, bound), view
 
 
+def _cached_int8(cache: WeightCache, layer: Node, per_channel: bool, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """int8_weight, once per float array (the entry holds the array, so its id is not reused)."""
+    data = layer.operands[1].data
+    key = (id(data), per_channel, bound)
+    if key not in cache or cache[key][0] is not data:
+        cache[key] = (data, *int8_weight(layer, per_channel, bound))  # type: ignore[arg-type]
+    return cache[key][1], cache[key][2]
+
+
 def _quantize_weight(graph: Graph, layer: Node, scheme: Scheme, done: dict[int, tuple[Value, np.ndarray]],
                      cache: WeightCache) -> np.ndarray:
     """Replace the weight operand with DQ(int8 weight); a weight shared by layers is quantized once.
@@ -190,10 +199,7 @@ def _quantize_weight(graph: Graph, layer: Node, scheme: Scheme, done: dict[int, 
         data = weight.data
         if data is None:
             raise GraphoptError(f"{layer.where}: weight %{weight.name} has no data to quantize")
-        key = weight_key(layer, scheme)
-        if key not in cache or cache[key][0] is not data:  # the entry holds the array: its id is not reused
-            cache[key] = (data, *int8_weight(layer, per_channel, scheme.weight_bound))
-        _, q, view = cache[key]
+        q, view = _cached_int8(cache, layer, per_channel, scheme.weight_bound)
         done[id(weight)] = (graph.add_parameter(q, f"{weight.name}.int8"), view.reshape(-1) if per_channel else view)
     q_param, scales = done[id(weight)]
     if per_channel:
@@ -220,11 +226,11 @@ def _quantize_bias(graph: Graph, layer: Node, scales: np.ndarray) -> None:
     replace_operand(graph, layer, 2, dq.result)
 
 
-def _quantize_table(graph: Graph, lookup: Node) -> None:
+def _quantize_table(graph: Graph, lookup: Node, cache: WeightCache) -> None:
     """A lookup table in int8 with one scale per row: the lookup gathers int8 rows and their scales,
     and only the gathered rows are scaled back to float (the table is never dequantized whole)."""
     indices, table = lookup.operands
-    q, scales = int8_weight(lookup, per_channel=True, bound=127)
+    q, scales = _cached_int8(cache, lookup, True, 127)
     loc, dtype = lookup.loc, lookup.result.dtype
     rows = graph.create(lookup.op, [indices, graph.add_parameter(q, f"{table.name}.int8")], loc=loc, before=lookup)
     row_scales = graph.create(lookup.op, [indices, graph.add_parameter(scales, f"{table.name}.scale")], loc=loc,
@@ -237,26 +243,27 @@ def _quantize_table(graph: Graph, lookup: Node) -> None:
         graph.remove_parameters(table)
 
 
-def _quantize_weight_grouped(graph: Graph, layer: Node, group: int, hessian: np.ndarray | None) -> None:
-    """int4 weight-only: one scale per `group` consecutive input features of an output channel,
-    stored as int8 in [-7, 7] and viewed as [channels * groups, group] for a per-row dequantize;
-    rounded to nearest, or by GPTQ given the layer's input Hessian."""
-    weight = layer.operands[1]
+def _quantize_weight_grouped(graph: Graph, layer: Node, scheme: Scheme, hessian: np.ndarray | None) -> None:
+    """Weight-only per group: one scale per `group_size` consecutive input features of an output
+    channel (or of a lookup table's row), stored as int8 (|q| <= 7 for 4 bits) and viewed as
+    [channels * groups, group] for a per-row dequantize; rounded to nearest, or by GPTQ given the
+    layer's input Hessian."""
+    weight, group, bound = layer.operands[1], scheme.group_size, scheme.weight_bound
     data = weight.data
     if data is None or data.ndim != 2:
-        raise GraphoptError(f"{layer.where}: int4 per-group weights need a 2-d weight (linear or matmul)")
+        raise GraphoptError(f"{layer.where}: per-group weights need a 2-d weight (linear, matmul or a lookup table)")
     rows = data if layer.op != "matmul" else data.T  # [out, in]
     if rows.shape[1] % group:
         raise GraphoptError(f"{layer.where}: {rows.shape[1]} input features are not a multiple of "
                             f"group-size={group}; pick a group size that divides it")
     grouped = rows.reshape(-1, group)
     if hessian is None:
-        scales = symmetric_scales(grouped, 0, 7)
-        values = quantize(grouped, scales[:, None], 0, DType.int8, -7, 7)
+        scales = symmetric_scales(grouped, 0, bound)
+        values = quantize(grouped, scales[:, None], 0, DType.int8, -bound, bound)
     else:
-        values, scales = gptq_round(rows, hessian, group, 7)
+        values, scales = gptq_round(rows, hessian, group, bound)
         values, scales = values.reshape(grouped.shape), scales.reshape(-1)
-    q = graph.add_parameter(values, f"{weight.name}.int4")
+    q = graph.add_parameter(values, f"{weight.name}.int{scheme.weight_bits}")
     s = graph.add_parameter(scales, f"{weight.name}.scale")
     z = graph.add_parameter(np.zeros(scales.shape, np.int8), f"{weight.name}.zero_point")
     dq = graph.create("dequantize_per_channel", [q, s, z], {"axis": 0}, loc=layer.loc, before=layer)

@@ -32,8 +32,8 @@ def quantize_section(path: Path, *, weight_bytes: int, after: Graph, summary: An
                 f"{max(s.shift for s in summary.bias_shifts):.2%} of a layer's output RMS"] if summary.bias_shifts else []),
              f"- weights: {size_before / 1e6:.2f} MB -> {size_after / 1e6:.2f} MB "
              f"({size_before / max(size_after, 1):.2f}x smaller)",
-             f"- layers in int8: {len(summary.int8)}; kept in float: {len(summary.float)}; "
-             f"lookup tables stored in int8 (gathered, then scaled): {len(summary.tables)}; "
+             f"- layers quantized: {len(summary.int8)}; kept in float: {len(summary.float)}; "
+             f"lookup tables quantized (rows gathered, then scaled): {len(summary.tables)}; "
              f"inputs smoothed (layer-norm outlier channels moved into the weights): {len(summary.smoothed)}",
              f"- output SQNR on the calibration samples (worst sample): all layers int8 "
              f"{_db(summary.sqnr_all_int8)}, final {_db(summary.sqnr)} ({chooser})"]

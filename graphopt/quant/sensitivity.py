@@ -60,10 +60,17 @@ class Evaluator:
                      self.scheme, self.target, self.stats.rebind(clone), cache=self.weights)
         return clone, nodes
 
-    def sqnr(self, layers: Sequence[int], samples: int | None = None, bits: Mapping[int, int] | None = None) -> float:
-        """The worst output SQNR over the first `samples` samples (all by default)."""
+    def sqnr(self, layers: Sequence[int], samples: int | None = None, bits: Mapping[int, int] | None = None,
+             floor: float = -np.inf) -> float:
+        """The worst output SQNR over the first `samples` samples (all by default); once a sample
+        falls below `floor`, that sample's (all a threshold test needs)."""
         runner = Runner(self.quantized(layers, bits)[0])
-        return min(sqnr_db(ref, runner.run(*s)[0]) for ref, s in zip(self.stats.outputs, self.samples[:samples]))
+        worst = np.inf
+        for ref, sample in zip(self.stats.outputs, self.samples[:samples]):
+            worst = min(worst, sqnr_db(ref, runner.run(*sample)[0]))
+            if worst < floor:
+                break
+        return float(worst)
 
     def sensitivity(self, layers: Sequence[int]) -> list[Sensitivity]:
         """Each layer quantized alone, scored on the first RANKING_SAMPLES samples: the scores only
@@ -121,9 +128,9 @@ def mixed_precision(evaluator: Evaluator, layers: Sequence[int], budget_db: floa
     order = [i for _, i in sorted(zip((s.sqnr_db for s in scores), layers))]
     cache = {0: full, len(order): float("inf")}
 
-    def score(k: int) -> float:
+    def score(k: int) -> float:  # exact where it meets the budget; below it, some sample's SQNR
         if k not in cache:
-            cache[k] = evaluator.sqnr(sorted(order[k:]))
+            cache[k] = evaluator.sqnr(sorted(order[k:]), floor=budget_db)
         return cache[k]
 
     lo, hi = 0, len(order)
