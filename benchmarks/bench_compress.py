@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from bench_int8 import digits_case
-from bench_prune import accuracy, classifier_ignored, cpu_kind, ort_ms, tp_prune, verdict
-from report import write_section
+from bench_prune import accuracy, classifier_ignored, ort_ms, tp_prune
+from report import cpu_kind, verdict, write_section
 
 import graphopt as go
 from graphopt import models

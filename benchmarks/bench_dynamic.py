@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-from bench_prune import cpu_kind, verdict
-from report import write_section
+from report import cpu_kind, verdict, write_section
 
 import graphopt as go
 from graphopt import models

@@ -35,7 +35,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from graphopt.backends.ort_fusion import check_fusion
-from report import write_section
+from report import cpu_kind, verdict, write_section
 
 import graphopt as go
 from graphopt import models
@@ -304,7 +304,8 @@ def table(name: str, rows: list[Row]) -> str:
     for r in rows:
         cells = [r.method, *[fmt(r.latency.get(k, float("nan")), ".1f" if eager[k] >= 10 else ".3f") for k in labels],
                  *[fmt(eager[k] / r.latency[k], ".2f") + "x" if k in r.latency else "" for k in labels],
-                 fmt(r.size_mb, ".1f"), fmt(r.cos_mean, ".4f"), fmt(r.cos_min, ".4f"), fmt(r.top1 * 100, ".1f"),
+                 fmt(r.size_mb, ".1f" if r.size_mb >= 1 else ".3f"), fmt(r.cos_mean, ".4f"), fmt(r.cos_min, ".4f"),
+                 fmt(r.top1 * 100, ".1f"),
                  fmt(r.accuracy * 100, ".1f"), fmt(r.seconds, ".1f"), r.note]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -320,9 +321,32 @@ def main() -> None:
         for name in args.models:
             print(f"== {name}", file=sys.stderr)
             rows, fusion = run_case(builders[name](), args.repeats, Path(tmp))
-            section = table(name, rows) + "\n\ngraphopt fusion check:\n" + fusion
+            section = table(name, rows) + "\n\ngraphopt fusion check:\n" + fusion + targets(name, rows)
             print(section, flush=True)
-            write_section(f"int8-{name}", f"Run {date.today()} ({args.repeats} repeats a latency).\n\n{section}")
+            write_section(f"int8-{name}", f"Run {date.today()} on {cpu_kind()} ({args.repeats} repeats a latency)."
+                                          f"\n\n{section}")
+
+
+def targets(name: str, rows: list[Row]) -> str:
+    """The issue's targets for the int8 defaults, as ratios against the peers in this run."""
+    by = {r.method: r for r in rows}
+    ours, lines = by["graphopt int8"], []
+    if name == "minilm":
+        peer = by["ORT quantize_dynamic"]
+        lines.append(verdict("graphopt int8 cosine min >= 0.995 on the hard texts", ours.cos_min >= 0.995,
+                             f"{ours.cos_min:.4f}"))
+        lines += [verdict(f"graphopt int8 latency ({k}) <= 0.9x ORT quantize_dynamic",
+                          ours.latency[k] <= 0.9 * peer.latency[k], f"{ours.latency[k] / peer.latency[k]:.2f}x")
+                  for k in ours.latency]
+    if name == "resnet50":
+        peer, eager = by["ORT quantize_static QDQ u8s8"], by["PyTorch eager fp32"]
+        for k in ("b8 t1", "b8 t2"):
+            lines.append(verdict(f"graphopt int8 ({k}) >= 10% faster than quantize_static u8s8",
+                                 ours.latency[k] * 1.1 <= peer.latency[k],
+                                 f"{peer.latency[k] / ours.latency[k]:.2f}x its speed"))
+            lines.append(verdict(f"graphopt int8 ({k}) >= 4.5x eager fp32", eager.latency[k] >= 4.5 * ours.latency[k],
+                                 f"{eager.latency[k] / ours.latency[k]:.2f}x"))
+    return "\n\nTargets:\n\n" + "\n".join(lines) if lines else ""
 
 
 if __name__ == "__main__":

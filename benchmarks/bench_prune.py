@@ -37,20 +37,13 @@ from typing import Any
 import numpy as np
 import torch
 from bench_int8 import digits_case, ort_session
-from report import write_section
+from report import cpu_kind, verdict, write_section
 
 import graphopt as go
 from graphopt import models
 from graphopt.analysis import analyze_channels
 from graphopt.demo import median_seconds
 from graphopt.progress import progress
-
-
-def cpu_kind() -> str:
-    from graphopt.analysis.latency import ISA_NAMES
-    from graphopt.analysis.latency import cpu_kind as isa
-
-    return f"{ISA_NAMES.get(isa(), isa())}, {torch.get_num_threads()} cores seen by torch"
 
 
 def export(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path, pipeline: str,
@@ -95,10 +88,6 @@ def classifier_ignored(model: torch.nn.Module) -> dict[str, Any]:
 
 
 # --- speed ---------------------------------------------------------------------------------------------------
-def verdict(target: str, met: bool, measured: str) -> str:
-    return f"- {target}: {'met' if met else 'MISSED'} ({measured})"
-
-
 def speed(repeats: int, tmp: Path) -> str:
     lines = ["| model | threads | unpruned ms | graphopt ms | speed-up | graphopt at the peer's MACs ms | speed-up | "
              "Torch-Pruning ms | speed-up | graphopt MACs | Torch-Pruning MACs |",

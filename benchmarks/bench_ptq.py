@@ -27,9 +27,8 @@ import onnxruntime as ort
 import torch
 from bench_dynamic import cosines, timing_args
 from bench_int8 import DigitsNet, hard_digits
-from bench_prune import cpu_kind, verdict
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-from report import write_section
+from report import cpu_kind, verdict, write_section
 
 import graphopt as go
 from graphopt import models
@@ -107,7 +106,7 @@ def minilm(args: argparse.Namespace) -> None:
              "|---:|---:|---:|---:|",
              *[f"| {n} | {a:.1f} | {b:.1f} | {a / b:.2f}x |" for n, (a, b) in sweep.items()], "",
              f"graphopt's cost a text: {marginal[0]:.3f} s from {low} to {mid} texts, {marginal[1]:.3f} s from {mid} to "
-             f"{high} (the sensitivity search runs on a fixed {RANKING_SAMPLES} and the budget check on at most 16).", "",
+             f"{high} (the sensitivity search runs on a fixed {RANKING_SAMPLES} and the budget check on at most 32).", "",
              f"int4 weight-only linear layers (group 32, MatMulNBits), {len(evaluation)} hard texts disjoint from "
              f"calibration; fp32 {len(fp32) / 1e6:.1f} MB, {fp32_ms:.2f} ms:", "",
              "| rounding | quantize s | MB | ms | ms / fp32 ms | cosine mean | cosine min |",

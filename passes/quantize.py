@@ -98,7 +98,7 @@ class Quantize(Pass, SchemeOptions):
     target: str = option("auto", choices=TARGETS)
     budget: float = option(20.0, low=0, high=120)  # dB; 0 turns mixed precision off
     smooth: float = option(0.5, low=0, high=1)
-    samples: int = option(16, low=1)
+    samples: int = option(32, low=1)
     sensitivity: str = option("auto", choices=("auto", "always"))  # always: measured for the report
     bias_correction: bool = option(False)
     size: float = option(0.0, low=0)  # MB; per-layer widths (4 / 8 / float) chosen to fit it; 0: off

@@ -60,7 +60,7 @@ def choose_bit_widths(evaluator: Evaluator, layers: Sequence[int], size_mb: floa
     trials = [(i, b) for i in layers for b in options[i] if b != FLOAT]
     noise = {(i, FLOAT): 0.0 for i in layers}
     for i, b in progress(trials, len(trials), "bit-width sensitivity"):
-        noise[i, b] = 10 ** (-evaluator.sqnr([i], RANKING_SAMPLES, {i: b}) / 10)
+        noise[i, b] = 10 ** (-evaluator.sqnr([i], range(RANKING_SAMPLES), {i: b}) / 10)
     bits = {i: options[i][0] for i in layers}
     budget = size_mb * 1e6
     used = fixed_bytes + sum(cost[i, b] for i, b in bits.items())
