@@ -12,7 +12,8 @@ calibration samples (graphopt.quant.adaround), `rounding=gptq` compensates round
 weight-only int4 layer's inputs (graphopt.quant.gptq).
 
 Embedding tables are stored int8 per row; a lookup gathers int8 rows and scales only those back.
-Weight-only int4 stores them int4 per group too, which ONNX Runtime gathers as GatherBlockQuantized.
+Weight-only int4 stores them int4 per group too (power-of-two groups >= 16), gathered by ONNX Runtime's
+GatherBlockQuantized.
 
 Linear layers that read a layer norm's output are smoothed first (`smooth`, SmoothQuant's alpha;
 0 turns it off): an exact per-channel rescaling that moves outlier channels' range from the

@@ -71,9 +71,10 @@ class Value:
         expected = TensorType.of_array(array)
         if expected != self.type:
             raise IRError(f"data of type {expected} does not fit parameter %{self.name}: {self.type}")
-        view = array.view()
-        view.flags.writeable = False
-        self._data = view
+        if array.flags.writeable:  # a read-only view; one that is already read-only is kept, so clones
+            array = array.view()  # share the very array (caches keyed by it then hit in every copy)
+            array.flags.writeable = False
+        self._data = array
 
     @property
     def dtype(self) -> DType:

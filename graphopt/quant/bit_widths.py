@@ -16,7 +16,7 @@ from graphopt.errors import GraphoptError
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node
 from graphopt.progress import progress
-from graphopt.quant.quantizer import Scheme
+from graphopt.quant.quantizer import Scheme, table_grouped
 from graphopt.quant.sensitivity import RANKING_SAMPLES, Evaluator
 
 FLOAT = 32
@@ -98,9 +98,8 @@ def _sqnr(evaluator: Evaluator, bits: dict[int, int], tables: Sequence[int]) -> 
 
 def fixed_bytes(graph: Graph, layers: Sequence[Node], tables: Sequence[Node], scheme: Scheme) -> int:
     """The parameter bytes outside the layers' weights, lookup tables counted as the scheme stores
-    them: int4 per group when grouped and their rows split into groups, else int8 with a scale a row."""
-    group = scheme.group_size
-    stored = {id(n.operands[1]): weight_bytes(n, 4, group) if scheme.grouped and n.operands[1].shape[-1] % group == 0
+    them: int4 per group (table_grouped), else int8 with a scale a row."""
+    stored = {id(n.operands[1]): weight_bytes(n, 4, scheme.group_size) if table_grouped(n, scheme)
               else weight_bytes(n, 8, 0) for n in tables}
     own = {id(n.operands[1]) for n in layers}
     return sum(stored.values()) + sum(p.data.nbytes for p in graph.parameters

@@ -125,13 +125,22 @@ def apply_plan(graph: Graph, plan: Plan, scheme: Scheme, stats: Statistics | Non
         if len(layer.operands) == 3 and input_scale is not None and layer.operands[2].is_parameter:
             _quantize_bias(graph, layer, input_scale * scales)
     for table in plan.tables:
-        if scheme.grouped and int(table.operands[1].shape[-1]) % scheme.group_size == 0:  # type: ignore[arg-type]
-            _quantize_weight_grouped(graph, table, scheme, None)  # gathered block-wise (GatherBlockQuantized)
+        if table_grouped(table, scheme):
+            _quantize_weight_grouped(graph, table, scheme, None)
         else:
             _quantize_table(graph, table, cache)
     for v in plan.tensors:
         if id(v) in params:
             _insert_qdq(graph, v, params[id(v)])
+
+
+def table_grouped(table: Node, scheme: Scheme) -> bool:
+    """Whether a lookup table is stored per group, as weight-only int4 layers are: where its rows split
+    into groups of a power of two >= 16, the layout ONNX Runtime's GatherBlockQuantized gathers
+    packed (elsewhere the whole table would be dequantized each run: int8 rows instead)."""
+    group = scheme.group_size
+    return scheme.grouped and group >= 16 and not group & (group - 1) and \
+        int(table.operands[1].shape[-1]) % group == 0  # type: ignore[arg-type]
 
 
 def apply_widths(graph: Graph, layers: Sequence[Node], bits: Mapping[int, int], scheme: Scheme, target: Profile,
