@@ -26,6 +26,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python benchmarks/bench_int8.py
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python benchmarks/bench_dynamic.py
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python benchmarks/bench_ptq.py
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python benchmarks/bench_qat.py
 
 coverage: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python benchmarks/coverage.py

@@ -999,6 +999,37 @@ def _quantize(e: OnnxEmitter, n: Node) -> None:
     e.add("QuantizeLinear", [e.ins(n)[0], scale, zp], [e.out(n)])
 
 
+def _fake_scale(e: OnnxEmitter, n: Node, log2_scale: str) -> str:
+    """2^log2_scale, shaped to broadcast along the node's axis (or a scalar)."""
+    scale = e.add("Pow", [e.const(np.float32(2.0)), log2_scale])
+    if n.attrs["axis"] is None:
+        return scale
+    shape = [1] * n.operands[0].type.rank
+    shape[n.attrs["axis"] % len(shape)] = -1
+    return e.add("Reshape", [scale, e.ints(shape)])
+
+
+@emits("fake_quantize")
+def _fake_quantize(e: OnnxEmitter, n: Node) -> None:
+    """In float ops (a quantize / dequantize pair holds only a dtype's full range; these ranges can
+    be narrower): Round is half-to-even, as the interpreter's rint."""
+    x, log2_scale = e.ins(n)
+    a = n.attrs
+    scale = _fake_scale(e, n, log2_scale)
+    zero = e.const(np.float32(a["zero_point"]), hint="zero_point")
+    q = e.add("Clip", [e.add("Add", [e.add("Round", [e.add("Div", [x, scale])]), zero]),
+                       e.const(np.float32(a["quant_min"])), e.const(np.float32(a["quant_max"]))])
+    e.add("Mul", [e.add("Sub", [q, zero]), scale], [e.out(n)])
+
+
+@emits("fake_binarize")
+def _fake_binarize(e: OnnxEmitter, n: Node) -> None:
+    x, log2_scale = e.ins(n)
+    scale = _fake_scale(e, n, log2_scale)
+    e.add("Where", [e.add("GreaterOrEqual", [x, e.const(np.float32(0.0))]), scale, e.add("Neg", [scale])],
+          [e.out(n)])
+
+
 @emits("dequantize_per_tensor")
 def _dequantize(e: OnnxEmitter, n: Node) -> None:
     if not _emitted_by_linears(n):

@@ -49,9 +49,11 @@ def _attr_name(name: str) -> str:
 
 
 def _statistics(graph: Graph) -> set[int]:
-    """Parameters that are not trained: batch-norm running statistics and scalar constants."""
+    """Parameters that are not trained: batch-norm running statistics and scalar constants (but not
+    fake-quantize scales, which qat learns)."""
     stats = {id(v) for n in graph if n.op == "batch_norm" for v in n.operands[1:3]}
-    return stats | {id(p) for p in graph.parameters if p.type.rank == 0}
+    learned = {id(n.operands[1]) for n in graph if n.op == "fake_quantize"}
+    return stats | {id(p) for p in graph.parameters if p.type.rank == 0 and id(p) not in learned}
 
 
 def _install(root: torch.nn.Module, path: str, tensor: torch.Tensor, trainable: bool) -> None:
@@ -554,3 +556,27 @@ def dequantize_per_channel(q: torch.Tensor, scales: torch.Tensor, zero_points: t
     centered = q.to(torch.int32) - _channel(zero_points, q, axis).to(torch.int32)
     return centered.to(torch.float32) * _channel(scales, q, axis)
 
+
+
+@implements("fake_quantize")
+def fake_quantize(x: torch.Tensor, log2_scale: torch.Tensor, zero_point: int, quant_min: int, quant_max: int,
+                  axis: int | None) -> torch.Tensor:
+    """Quantize-dequantize with gradients: rounding passes the gradient straight through, the clamp
+    stops it outside the range, and the scale learns through both (LSQ, Esser et al. 2020; its log2
+    trained, as in TQT)."""
+    scale = torch.exp2(log2_scale)
+    s = scale if axis is None else _channel(scale, x, axis)
+    v = x / s
+    q = torch.clamp(v + (torch.round(v) - v).detach() + zero_point, quant_min, quant_max)
+    return (q - zero_point) * s
+
+
+@implements("fake_binarize")
+def fake_binarize(x: torch.Tensor, log2_scale: torch.Tensor, axis: int | None) -> torch.Tensor:
+    """+-scale by sign, the gradient passed straight through where |x| <= scale (BinaryConnect's
+    clipped estimator) and the scale learned through the output."""
+    scale = torch.exp2(log2_scale)
+    s = scale if axis is None else _channel(scale, x, axis)
+    v = x / s
+    sign = torch.where(v >= 0, 1.0, -1.0)
+    return (torch.clamp(v, -1, 1) + (sign - torch.clamp(v, -1, 1)).detach()) * s

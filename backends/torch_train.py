@@ -270,4 +270,4 @@ def _write_back(graph: Graph, trainable: dict[int, torch.Tensor]) -> None:
             if not np.isfinite(array).all():
                 raise GraphoptError(f"training made parameter %{p.name} non-finite; lower lr= (it was too high for "
                                     "this model)")
-            p.data = np.ascontiguousarray(array.astype(p.dtype.numpy))
+            p.data = array.astype(p.dtype.numpy).reshape(np.shape(p.data)).copy()  # scalars train as [1]

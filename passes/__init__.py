@@ -15,6 +15,7 @@ from graphopt.passes import (  # noqa: F401  (registration)
     fold_constants,
     fuse_activation,
     prune,
+    qat,
     quantize,
     remove_blocks,
     remove_identity,

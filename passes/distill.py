@@ -43,14 +43,11 @@ class DistillSummary:
                 + ("; stopped early" if self.stopped_early else ""))
 
 
-@register_pass
 @dataclass(frozen=True)
-class Distill(Pass):
-    """Fine-tune against the unpruned model (knowledge distillation) on data=."""
+class TrainingOptions:
+    """The shared training loop's options (graphopt.backends.torch_train.TrainConfig), as the
+    training passes (distill, qat) take them."""
 
-    name = "distill"
-    contract = Contract("trained", idempotent=False)
-    needs_received = True
     epochs: int = option(3, low=1)
     lr: float = option(1e-4, low=0, low_open=True)
     batch_size: int = option(8, low=1)
@@ -64,10 +61,25 @@ class Distill(Pass):
     features: tuple[str, ...] = ()
     validation: float = option(0.0, low=0, high=1, high_open=True)
     patience: int = option(2, low=1)
+
+    def train_config(self) -> Any:
+        from graphopt.backends.torch_train import TrainConfig
+
+        return TrainConfig(**{f: getattr(self, f) for f in TrainConfig.__dataclass_fields__})
+
+
+@register_pass
+@dataclass(frozen=True)
+class Distill(Pass, TrainingOptions):
+    """Fine-tune against the unpruned model (knowledge distillation) on data=."""
+
+    name = "distill"
+    contract = Contract("trained", idempotent=False)
+    needs_received = True
     prune_steps: int = option(0, low=0)  # >0: the prune pass just before reaches its target in steps
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        from graphopt.backends.torch_train import TrainConfig, train
+        from graphopt.backends.torch_train import train
 
         from graphopt.quant.calibration import Calibration
 
@@ -79,7 +91,7 @@ class Distill(Pass):
                                 + " but the model takes " + ", ".join(str(v.type) for v in graph.inputs))
         data = ctx.labeled("distill")
         Calibration([inputs for inputs, _ in data]).check(graph, "distill data")
-        config = TrainConfig(**{f: getattr(self, f) for f in TrainConfig.__dataclass_fields__})
+        config = self.train_config()
         if self.prune_steps:
             history = self._gradually(graph, teacher, data, config, ctx)
         else:

@@ -89,3 +89,48 @@ define("quantize_per_channel", _quantize,
 define("dequantize_per_channel", _dequantize,
        lambda q, s, z, axis: dequantize(q, _channel_view(s, q, axis), _channel_view(z, q, axis)),
        attrs={"axis": attr_int(0)}, arity=(3, 3))
+
+
+def _fake_quantize(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    x, scale = types
+    need_float(x)
+    if scale.dtype is not DType.float32:
+        raise ShapeError(f"log2 scale must be float32, got {scale.dtype}")
+    expected = () if attrs["axis"] is None else (x.shape[axis(attrs["axis"], x.rank)],)
+    if scale.shape != expected:
+        raise ShapeError(f"log2 scale must have shape {list(expected)} (one per "
+                         f"{'channel' if expected else 'tensor'}), got {list(scale.shape)}")
+    if not attrs["quant_min"] < attrs["quant_max"] or not attrs["quant_min"] <= attrs["zero_point"] <= attrs["quant_max"]:
+        raise ShapeError(f"quant range [{attrs['quant_min']}, {attrs['quant_max']}] must hold zero_point "
+                         f"{attrs['zero_point']} and more than one level")
+    return x
+
+
+def fake_quantize(x: np.ndarray, log2_scale: np.ndarray, zero_point: int, quant_min: int, quant_max: int,
+                  axis: int | None) -> np.ndarray:
+    """Quantize then dequantize at scale 2^log2_scale: what a quantize / dequantize pair computes,
+    on the float tensor."""
+    scale = np.exp2(np.asarray(log2_scale, np.float32))
+    s = scale if axis is None else _channel_view(scale, x, axis)
+    q = np.clip(np.rint(x.astype(np.float32) / s) + zero_point, quant_min, quant_max)
+    return ((q - zero_point) * s).astype(np.float32)
+
+
+# Training-time quantization (qat): the scale is a tensor, so training can learn it, and held as its
+# log2 (as in TQT, Jain et al. 2019) so it stays positive and an optimizer's step moves it by a ratio.
+define("fake_quantize", _fake_quantize, fake_quantize, arity=(2, 2),
+       attrs={"zero_point": attr_int(0), "quant_min": attr_int(), "quant_max": attr_int(), "axis": attr_int(None)})
+
+
+def _fake_binarize(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    return _fake_quantize(types, {**attrs, "zero_point": 0, "quant_min": -1, "quant_max": 1})
+
+
+def fake_binarize(x: np.ndarray, log2_scale: np.ndarray, axis: int | None) -> np.ndarray:
+    """Binary weights: +scale where x >= 0, -scale below (no zero level; scale 2^log2_scale)."""
+    scale = np.exp2(np.asarray(log2_scale, np.float32))
+    s = scale if axis is None else _channel_view(scale, x, axis)
+    return np.where(x >= 0, s, -s).astype(np.float32)
+
+
+define("fake_binarize", _fake_binarize, fake_binarize, arity=(2, 2), attrs={"axis": attr_int(None)})

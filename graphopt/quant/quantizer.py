@@ -95,10 +95,12 @@ def weight_key(layer: Node, scheme: Scheme) -> tuple[int, bool, int]:
 
 
 def apply_plan(graph: Graph, plan: Plan, scheme: Scheme, stats: Statistics | None,
-               hessians: dict[int, np.ndarray] | None = None, cache: WeightCache | None = None) -> None:
+               hessians: dict[int, np.ndarray] | None = None, cache: WeightCache | None = None,
+               fixed: Mapping[int, QParams] | None = None) -> None:
     """Quantize `graph` in place as `plan` says (`hessians`, by id(layer): GPTQ's, for int4). `cache`
-    keeps int8 weights by their float array, for searches that quantize copies of one graph."""
-    params: dict[int, QParams] = {}
+    keeps int8 weights by their float array, for searches that quantize copies of one graph;
+    `fixed` holds activation parameters (by id(value)) chosen elsewhere (learned by qat)."""
+    params: dict[int, QParams] = dict(fixed or {})
     cache = {} if cache is None else cache
     if not scheme.weight_only:
         if stats is None:
