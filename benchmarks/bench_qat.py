@@ -1,17 +1,27 @@
 """Quantization-aware training on the digits CNN (trained here on scikit-learn's digits, batch norm
-folded): for each weight width, post-training rounding beside `qat` (fine-tuned against the fp32
-model on the 1400 unlabeled training images, the fake-quantized scales learned), test accuracy on
-the 397 held-out images. Post-training rows: `quantize{budget=0}` for int8 and 4-bit (W4A8; nearest
-and AdaRound), `qat{epochs=0}` (the starting point: rounded to nearest, or the signs) for ternary
-and binary.
+folded), two sections:
 
-    python benchmarks/bench_qat.py"""
+- widths: for each weight width, post-training rounding beside `qat` (fine-tuned against the fp32
+  model on the 1400 unlabeled training images, the fake-quantized scales learned), test accuracy on
+  the 397 held-out images. Post-training rows: `quantize{budget=0}` for int8 and 4-bit (W4A8; nearest
+  and AdaRound), `qat{epochs=0}` (the starting point: rounded to nearest, or the signs) for ternary
+  and binary.
+- gradients: ternary `qat` on 2 torchrun processes (gloo, loopback, a core each) with fp32 and with
+  int8 gradients (`gradient-bits=8`): bytes each process sends a step, and test accuracy.
+
+    python benchmarks/bench_qat.py [--sections widths gradients]"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import socket
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,14 +40,13 @@ WIDTHS = {
     "ternary": ([("round to nearest", "qat{epochs=0,weight-bits=ternary}")], QAT % (10, "ternary", 3e-3), 2.0),
     "binary": ([("signs", "qat{epochs=0,weight-bits=binary}")], QAT % (10, "binary", 3e-3), 5.0),
 }
+DISTRIBUTED = QAT % (10, "ternary", 3e-3)
 
 
-def main() -> None:
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+def digits() -> tuple[go.Graph, list[tuple[np.ndarray]], Callable[[go.Graph], float]]:
+    """The trained digits CNN (batch norm folded), its unlabeled training images, and test accuracy."""
     from sklearn.datasets import load_digits
 
-    torch.set_num_threads(2)
-    start = time.perf_counter()
     data = load_digits()
     x, y = (data.images / 16.0).astype(np.float32)[:, None], data.target
     order = np.random.default_rng(0).permutation(len(x))
@@ -45,15 +54,16 @@ def main() -> None:
     net = train_digits(DigitsNet, x[train], y[train])
     graph = go.run_pipeline(go.from_torch(net, (torch.from_numpy(x[:8]),), dynamic_batch=True),
                             "canonicalize,fold-bn,fuse-activation").graph
-    samples = [(x[i:i + 1],) for i in train]
+    return graph, [(x[i:i + 1],) for i in train], \
+        lambda g: float(np.mean(go.interpret(g, x[test])[0].argmax(1) == y[test]))
 
-    def accuracy(g: go.Graph) -> float:
-        return float(np.mean(go.interpret(g, x[test])[0].argmax(1) == y[test]))
 
+def widths() -> list[str]:
+    graph, samples, accuracy = digits()
     fp32 = accuracy(graph)
-    lines = [f"Run {date.today()} on {cpu_kind()}. Digits CNN (4 layers), fp32 test accuracy {100 * fp32:.1f}%; "
-             "accuracy of the exported int8-form model (interpreter).", "",
-             "| weights | method | pipeline | s | test accuracy | vs fp32 |", "|---|---|---|---:|---:|---:|"]
+    lines = [f"Digits CNN (4 layers), fp32 test accuracy {100 * fp32:.1f}%; accuracy of the exported int8-form model "
+             "(interpreter).", "", "| weights | method | pipeline | s | test accuracy | vs fp32 |",
+             "|---|---|---|---:|---:|---:|"]
     targets = []
     for bits, (posts, qat, bound) in WIDTHS.items():
         for method, pipeline in [*posts, ("QAT", qat)]:
@@ -67,9 +77,62 @@ def main() -> None:
         if bound is not None:
             targets.append(verdict(f"{bits} QAT within {bound} points of fp32", fp32 - score <= bound / 100 + 1e-9,
                                    f"{100 * (score - fp32):+.1f} points"))
-    text = "\n".join([*lines, "", "Targets:", "", *targets, "", f"({time.perf_counter() - start:.0f} s)"])
-    print(text)
-    write_section("qat-digits", text)
+    return [*lines, "", "Targets:", "", *targets]
+
+
+def gradients() -> list[str]:
+    rows = {}
+    for bits in (32, 8):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                               "--master_addr=127.0.0.1", f"--master_port={port}", __file__, "--worker", str(bits)],
+                              env=env, capture_output=True, text=True, timeout=1800, cwd=Path(__file__).parent)
+        if done.returncode:
+            raise RuntimeError(f"torchrun failed: {done.stderr.strip()[-2000:]}")
+        rows[bits] = tuple(map(float, done.stdout.strip().splitlines()[-1].split()))
+        print(bits, rows[bits], file=sys.stderr, flush=True)
+    (exact_acc, exact_bytes, exact_s), (int8_acc, int8_bytes, int8_s) = rows[32], rows[8]
+    lines = [f"`{DISTRIBUTED}` on 2 torchrun processes (gloo over loopback, one thread each).", "",
+             "| gradients | bytes sent a step by each process | s | test accuracy |", "|---|---:|---:|---:|",
+             f"| fp32 (all-reduce) | {exact_bytes:,.0f} | {exact_s:.1f} | {100 * exact_acc:.1f} |",
+             f"| int8, error feedback (`gradient-bits=8`) | {int8_bytes:,.0f} | {int8_s:.1f} | {100 * int8_acc:.1f} |"]
+    targets = [verdict(">= 3.5x fewer bytes with int8 gradients", exact_bytes >= 3.5 * int8_bytes,
+                       f"{exact_bytes / int8_bytes:.2f}x"),
+               verdict("accuracy cost of int8 gradients at most 0.3 points", exact_acc - int8_acc <= 0.003 + 1e-9,
+                       f"{100 * (int8_acc - exact_acc):+.1f} points")]
+    return [*lines, "", "Targets:", "", *targets]
+
+
+def worker(bits: int) -> None:
+    import torch.distributed as dist
+
+    graph, samples, accuracy = digits()
+    result = go.run_pipeline(graph, DISTRIBUTED.replace("loss=kl", f"loss=kl,gradient-bits={bits}"), data=samples)
+    summary = result.records[-1].details
+    if dist.get_rank() == 0:
+        print(f"{accuracy(result.graph)} {summary.gradient_bytes} {summary.seconds}")
+    dist.destroy_process_group()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", nargs="*", choices=("widths", "gradients"), default=["widths", "gradients"])
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker)
+        return
+    torch.set_num_threads(2)
+    for name in args.sections:
+        start = time.perf_counter()
+        lines = {"widths": widths, "gradients": gradients}[name]()
+        text = "\n".join([f"Run {date.today()} on {cpu_kind()}.", "", *lines, "",
+                          f"({time.perf_counter() - start:.0f} s)"])
+        print(text, flush=True)
+        write_section(f"qat-{name}", text)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ class DistillSummary:
     seconds: float = 0.0
     world_size: int = 1
     samples: int = 0
+    gradient_bytes: float = 0.0
 
     def section(self, report: Path) -> list[str]:
         return distill_section(report, self)
@@ -40,7 +41,9 @@ class DistillSummary:
         held = f", held-out {self.validation[0]:.4g} -> {self.validation[-1]:.4g}" if self.validation else ""
         return (f"distill: {len(self.losses)} epoch(s) on {self.samples} sample(s) x {self.world_size} process(es) "
                 f"in {self.seconds:.1f} s; loss {self.losses[0]:.4g} -> {self.losses[-1]:.4g}{held}"
-                + ("; stopped early" if self.stopped_early else ""))
+                + ("; stopped early" if self.stopped_early else "")
+                + (f"; {self.gradient_bytes / 1e3:.1f} kB of gradients sent a step by each process"
+                   if self.gradient_bytes else ""))
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class TrainingOptions:
     features: tuple[str, ...] = ()
     validation: float = option(0.0, low=0, high=1, high_open=True)
     patience: int = option(2, low=1)
+    gradient_bits: int = option(32, choices=(32, 8))  # under torchrun: 8 sends int8 gradients (error feedback)
 
     def train_config(self) -> Any:
         from graphopt.backends.torch_train import TrainConfig

@@ -52,10 +52,12 @@ class QatSummary:
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
     samples: int = 0
+    world_size: int = 1
+    gradient_bytes: float = 0.0
 
     def line(self) -> str:
-        trained = f"; loss {self.losses[0]:.4g} -> {self.losses[-1]:.4g} in {len(self.losses)} epoch(s), " \
-                  f"{self.seconds:.1f} s" if self.losses else "; not trained (epochs=0)"
+        trained = f"; loss {self.losses[0]:.4g} -> {self.losses[-1]:.4g} in {len(self.losses)} epoch(s) x " \
+                  f"{self.world_size} process(es), {self.seconds:.1f} s" if self.losses else "; not trained (epochs=0)"
         return f"qat: {self.layers} layer(s) and {self.tensors} activation(s) quantized on {self.target}{trained}"
 
 
@@ -106,7 +108,8 @@ class Qat(Pass, TrainingOptions):
         if self.epochs:
             history = train(student, teacher, data, dataclasses.replace(self.train_config(), epochs=self.epochs),
                             label="qat")
-            summary.losses, summary.seconds, summary.samples = history.losses, history.seconds, history.samples
+            for name in ("losses", "seconds", "samples", "world_size", "gradient_bytes"):
+                setattr(summary, name, getattr(history, name))
         for p in graph.parameters:  # the trained weights and biases
             p.data = mapping[id(p)].data
         cache: WeightCache = {}

@@ -1,5 +1,6 @@
-"""One distill run on a small CNN, the same in every process: tests/test_distill.py runs it in
-process and under `torchrun --nproc_per_node=2`, and compares the trained parameters."""
+"""One training run (distill, distill with int8 gradients, or qat) on a small CNN, the same in
+every process: tests/test_distill.py runs it in process and under `torchrun --nproc_per_node=2`, and
+compares the trained parameters."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import torch
 import graphopt as go
 
 PIPELINE = "prune{ratio=0.5,round-to=1},distill{epochs=2,lr=3e-3,batch-size=8,seed=3}"
+PIPELINES = {"distill": PIPELINE, "int8-gradients": PIPELINE.replace("seed=3", "seed=3,gradient-bits=8"),
+             "qat": "qat{epochs=2,lr=3e-3,batch-size=8,seed=3,weight-bits=4}"}
 
 
 def model_and_data(dynamic_batch: bool = True) -> tuple[go.Graph, list[tuple[np.ndarray]]]:
@@ -23,16 +26,17 @@ def model_and_data(dynamic_batch: bool = True) -> tuple[go.Graph, list[tuple[np.
     return graph, [(rng.standard_normal((1, 1, 6, 6)).astype(np.float32),) for _ in range(32)]
 
 
-def run(dynamic_batch: bool = True) -> tuple[dict[str, np.ndarray], object]:
+def run(dynamic_batch: bool = True, kind: str = "distill") -> tuple[dict[str, np.ndarray], object]:
     graph, data = model_and_data(dynamic_batch)
-    result = go.run_pipeline(graph, PIPELINE, data=data)
+    result = go.run_pipeline(graph, PIPELINES[kind], data=data)
     return {p.name: p.data for p in result.graph.parameters}, result.records[-1].details
 
 
 if __name__ == "__main__":
     import torch.distributed as dist
 
-    params, summary = run()
+    params, summary = run(kind=sys.argv[2] if len(sys.argv) > 2 else "distill")
     if dist.get_rank() == 0:
-        np.savez(sys.argv[1], world=np.array(summary.world_size), **params)  # type: ignore[attr-defined]
+        np.savez(sys.argv[1], world=np.array(summary.world_size), losses=np.array(summary.losses),  # type: ignore[attr-defined]
+                 gradient_bytes=np.array(summary.gradient_bytes), **params)  # type: ignore[attr-defined]
     dist.destroy_process_group()
