@@ -9,7 +9,6 @@ step, so N processes take the same steps one process would (up to float summatio
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from graphopt.backends.torch import parameter_tensors, to_torch
 
 from graphopt.errors import GraphoptError
 from graphopt.ir.graph import Graph
+from graphopt.parallel import ranks
 
 Sample = tuple[tuple[np.ndarray, ...], Any]  # inputs, label or None
 
@@ -54,17 +54,6 @@ class TrainHistory:
     world_size: int = 1
     samples: int = 0
     gradient_bytes: float = 0.0  # sent by each rank a step to sum the gradients (0: one process)
-
-
-def distributed() -> tuple[int, int]:
-    """(rank, world size); joins the process group torchrun describes (gloo on the CPU, nccl with CUDA)."""
-    import torch.distributed as dist
-
-    if not dist.is_available() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size()
 
 
 def _with_features(graph: Graph, names: Sequence[str]) -> Graph:
@@ -148,7 +137,7 @@ def train(student: Graph, teacher: Graph, data: Sequence[Sample], config: TrainC
 
     if not data:
         raise GraphoptError(f"{label}: the training data is empty")
-    rank, world = distributed()
+    rank, world = ranks()
     torch.manual_seed(config.seed)
     start = time.perf_counter()
     model = to_torch(_with_features(student, config.features))

@@ -24,9 +24,9 @@ def bar(total: int, label: str, hidden: bool = False) -> tqdm:
     return tqdm(total=total, desc=label, disable=hidden or not enabled(), file=sys.stderr, dynamic_ncols=True)
 
 
-def progress(items: Iterable[T], total: int, label: str) -> Iterator[T]:
+def progress(items: Iterable[T], total: int, label: str, hidden: bool = False) -> Iterator[T]:
     """Yield `items` with a bar of `total` steps."""
-    with bar(total, label) as shown:
+    with bar(total, label, hidden) as shown:
         for item in items:
             yield item
             shown.update()

@@ -539,3 +539,29 @@ def test_bad_rounding_options_say_what_to_do(small, options: str, message: str) 
     graph, _ = small
     with pytest.raises(graphopt.GraphoptError, match=message):
         graphopt.run_pipeline(graph, f"quantize{{{options}}}")
+
+
+def test_two_torchrun_processes_split_the_sensitivity_sweep_and_rank_as_one(tmp_path) -> None:
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests import quantize_worker
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "scores.json"
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd())}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           "--master_addr=127.0.0.1", f"--master_port={port}", quantize_worker.__file__, str(out)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    single = quantize_worker.run()
+    assert result["world"] == 2 and {rank for _, _, rank in result["scores"]} == {0, 1}  # both ranks measured
+    assert [name for name, _, _ in result["scores"]] == [name for name, _, _ in single]
+    np.testing.assert_allclose([db for _, db, _ in result["scores"]], [db for _, db, _ in single], rtol=1e-5)

@@ -13,6 +13,7 @@ import numpy as np
 
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node
+from graphopt.parallel import gather, ranks
 from graphopt.progress import progress
 from graphopt.quant.calibration import Statistics
 from graphopt.quant.observers import expected_sqnr_db
@@ -39,6 +40,7 @@ class Sensitivity:
     layer: str  # the layer's name as the user knows it (loc), or its op and position
     op: str
     sqnr_db: float
+    rank: int = 0  # the torchrun process that measured it
 
 
 class Evaluator:
@@ -79,10 +81,14 @@ class Evaluator:
 
     def sensitivity(self, layers: Sequence[int], picked: Sequence[int]) -> list[Sensitivity]:
         """Each layer quantized alone, scored on the `picked` samples: the scores only order the
-        layers, and the budget is then checked on every sample."""
-        nodes = list(self.graph)
-        return [Sensitivity(nodes[i].loc or f"{nodes[i].op}#{i}", nodes[i].op, self.sqnr([i], picked))
-                for i in progress(layers, len(layers), "layer sensitivity")]
+        layers, and the budget is then checked on every sample. Under torchrun the ranks split the
+        layers (each measures every world-th) and every rank gets every score."""
+        rank, world = ranks()
+        nodes, mine = list(self.graph), list(layers)[rank::world]
+        scores = {i: Sensitivity(nodes[i].loc or f"{nodes[i].op}#{i}", nodes[i].op, self.sqnr([i], picked), rank)
+                  for i in progress(mine, len(mine), "layer sensitivity", hidden=rank != 0)}
+        merged = {i: s for share in gather(scores, world) for i, s in share.items()}
+        return [merged[i] for i in layers]
 
 
 @dataclass(frozen=True)
