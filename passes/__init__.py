@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from graphopt.passes import (  # noqa: F401  (registration)
     canonicalize,
+    cluster,
     cse,
     dce,
     distill,
