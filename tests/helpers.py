@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 import graphopt as go
 
@@ -75,3 +76,26 @@ def traced(name: str, size: int = 32, **kwargs: object) -> tuple[go.Graph, np.nd
                 torch.nn.init.normal_(p, std=0.02)
     x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
     return go.from_torch(model, (torch.from_numpy(x),)), x
+
+
+def trained_on_digits(net: torch.nn.Module, images: bool, epochs: int) -> tuple[go.Graph, list, np.ndarray, np.ndarray]:
+    """`net` trained (Adam, seed 0) on scikit-learn's digits, 1200 training samples, as images
+    [1, 8, 8] or flat [64]: its graph (dynamic batch), the training inputs one a sample, and the
+    held-out inputs and labels."""
+    import torch
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = (data.images[:, None] if images else data.data).astype(np.float32) / 16.0
+    y = data.target
+    order = np.random.default_rng(0).permutation(len(x))
+    train, test = order[:1200], order[1200:]
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(epochs):
+        for i in range(0, len(train), 64):
+            optimizer.zero_grad()
+            batch = train[i:i + 64]
+            torch.nn.functional.cross_entropy(net(torch.from_numpy(x[batch])), torch.from_numpy(y[batch])).backward()
+            optimizer.step()
+    graph = go.from_torch(net.eval(), (torch.from_numpy(x[:4]),), dynamic_batch=True)
+    return graph, [(x[i:i + 1],) for i in train], x[test], y[test]

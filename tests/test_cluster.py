@@ -13,6 +13,7 @@ from graphopt.passes.cluster import kmeans_1d
 
 import graphopt
 from graphopt.interp import interpret
+from tests.helpers import trained_on_digits
 
 
 def test_kmeans_finds_the_centres_and_assigns_each_value_its_nearest() -> None:
@@ -26,23 +27,9 @@ def test_kmeans_finds_the_centres_and_assigns_each_value_its_nearest() -> None:
 
 @pytest.fixture(scope="module")
 def mlp() -> tuple[graphopt.Graph, list, np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x, y = (data.data / 16.0).astype(np.float32), data.target
-    order = np.random.default_rng(0).permutation(len(x))
-    train, test = order[:1200], order[1200:]
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
-    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
-    for _ in range(30):
-        for i in range(0, len(train), 64):
-            optimizer.zero_grad()
-            b = train[i:i + 64]
-            torch.nn.functional.cross_entropy(net(torch.from_numpy(x[b])), torch.from_numpy(y[b])).backward()
-            optimizer.step()
-    graph = graphopt.from_torch(net.eval(), (torch.from_numpy(x[:4]),), dynamic_batch=True)
-    return graph, [(x[i:i + 1],) for i in train], x[test], y[test]
+    return trained_on_digits(net, images=False, epochs=30)
 
 
 def accuracy(graph: graphopt.Graph, x: np.ndarray, y: np.ndarray) -> float:

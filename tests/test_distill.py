@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -89,15 +90,26 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _torchrun(tmp_path: Path, kind: str) -> dict[str, np.ndarray]:
-    out = tmp_path / f"{kind}.npz"
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd())}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+def _launch(tmp_path: Path, kind: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd()),
+           "GRAPHOPT_DIST_TIMEOUT": "60"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                            "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-                           str(Path(distill_worker.__file__)), str(out), kind],
+                           str(Path(distill_worker.__file__)), str(tmp_path / f"{kind}.npz"), kind],
                           env=env, capture_output=True, text=True, timeout=300)
+
+
+def _torchrun(tmp_path: Path, kind: str) -> dict[str, np.ndarray]:
+    done = _launch(tmp_path, kind)
     assert done.returncode == 0, done.stderr[-3000:]
-    return dict(np.load(out))
+    return dict(np.load(tmp_path / f"{kind}.npz"))
+
+
+def test_a_rank_that_dies_stops_the_run_with_its_error_rather_than_a_hang(tmp_path: Path) -> None:
+    began = time.perf_counter()
+    done = _launch(tmp_path, "rank-1-dies")
+    assert done.returncode != 0 and time.perf_counter() - began < 200
+    assert "exitcode  : 3" in done.stderr or "exit code 3" in done.stderr, done.stderr[-3000:]
 
 
 @pytest.mark.parametrize("kind", ["distill", "qat"])

@@ -16,6 +16,7 @@ from graphopt.backends.torch import fake_quantize
 import graphopt
 from graphopt.interp import interpret
 from graphopt.quant import sqnr_db
+from tests.helpers import trained_on_digits
 
 
 class SmallDigitsNet(torch.nn.Module):
@@ -33,24 +34,9 @@ class SmallDigitsNet(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def digits() -> tuple[graphopt.Graph, list, np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x, y = (data.images / 16.0).astype(np.float32)[:, None], data.target
-    order = np.random.default_rng(0).permutation(len(x))
-    train, test = order[:1200], order[1200:]
     torch.manual_seed(0)
-    net = SmallDigitsNet()
-    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
-    for _ in range(20):
-        for i in range(0, len(train), 64):
-            optimizer.zero_grad()
-            batch = train[i:i + 64]
-            torch.nn.functional.cross_entropy(net(torch.from_numpy(x[batch])), torch.from_numpy(y[batch])).backward()
-            optimizer.step()
-    graph = graphopt.from_torch(net.eval(), (torch.from_numpy(x[:4]),), dynamic_batch=True)
-    graph = graphopt.run_pipeline(graph, "canonicalize,fold-bn,fuse-activation").graph
-    return graph, [(x[i:i + 1],) for i in train], x[test], y[test]
+    graph, data, x, y = trained_on_digits(SmallDigitsNet(), images=True, epochs=20)
+    return graphopt.run_pipeline(graph, "canonicalize,fold-bn,fuse-activation").graph, data, x, y
 
 
 def accuracy(graph: graphopt.Graph, x: np.ndarray, y: np.ndarray) -> float:
