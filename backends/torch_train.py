@@ -9,6 +9,7 @@ step, so N processes take the same steps one process would (up to float summatio
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -205,6 +206,13 @@ def train(student: Graph, teacher: Graph, data: Sequence[Sample], config: TrainC
     history.seconds = time.perf_counter() - start
     history.gradient_bytes = exchange.sent / max(exchange.steps, 1)
     return history
+
+
+def record_history(summary: Any, history: TrainHistory) -> None:
+    """Copy the history's fields that a pass's summary also has (its losses, timings, processes)."""
+    for f in dataclasses.fields(TrainHistory):
+        if hasattr(summary, f.name):
+            setattr(summary, f.name, getattr(history, f.name))
 
 
 def _batch_axis_leads(graph: Graph) -> bool:

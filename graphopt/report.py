@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,22 +71,26 @@ def blocks_section(path: Path, summary: Any) -> list[str]:
     return lines
 
 
-def distill_section(path: Path, summary: Any) -> list[str]:
-    """Markdown for a DistillSummary: the run and its loss per epoch, with the curve."""
-    lines = ["## Distillation", "", f"- pipeline pass: `{summary.spec}`",
+def training_section(path: Path, summary: Any, title: str = "Distillation", name: str = "distill",
+                     notes: Sequence[str] = ()) -> list[str]:
+    """Markdown for a training pass's summary (distill, qat, cluster): the run, `notes`, and its loss
+    per epoch with the curve (plotted beside the report as <report>.<name>.png)."""
+    lines = [f"## {title}", "", f"- pipeline pass: `{summary.spec}`", *(f"- {n}" for n in notes),
              f"- {len(summary.losses)} epoch(s) on {summary.samples} sample(s), {summary.world_size} process(es), "
              f"{summary.seconds:.1f} s" + ("; stopped early on the held-out loss" if summary.stopped_early else "")]
+    if not summary.losses:
+        return lines
     fig, ax = _figure(0.0)
     epochs = range(1, len(summary.losses) + 1)
     ax.plot(epochs, summary.losses, marker="o", label="training")
     if summary.validation:
         ax.plot(epochs, summary.validation, marker="s", label="held out")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("distillation loss")
+    ax.set_ylabel("loss against the teacher")
     ax.set_title("Loss per epoch")
     ax.legend()
-    _save(plot_path(path, "distill"), fig)
-    lines += ["", f"![loss per epoch]({plot_path(path, 'distill').name})", "", "| epoch | training loss | held-out |",
+    _save(plot_path(path, name), fig)
+    lines += ["", f"![loss per epoch]({plot_path(path, name).name})", "", "| epoch | training loss | held-out |",
               "|---:|---:|---:|"]
     lines += [f"| {i} | {loss:.4g} | {summary.validation[i - 1]:.4g} |" if summary.validation else
               f"| {i} | {loss:.4g} | |" for i, loss in enumerate(summary.losses, 1)]

@@ -19,7 +19,7 @@ from graphopt.analysis.cost import graph_cost
 from graphopt.errors import GraphoptError
 from graphopt.ir.graph import Graph
 from graphopt.pipeline import Contract, Pass, PassContext, PassResult, option, register_pass
-from graphopt.report import distill_section
+from graphopt.report import training_section
 
 
 @dataclass
@@ -35,7 +35,7 @@ class DistillSummary:
     gradient_bytes: float = 0.0
 
     def section(self, report: Path) -> list[str]:
-        return distill_section(report, self)
+        return training_section(report, self)
 
     def line(self) -> str:
         held = f", held-out {self.validation[0]:.4g} -> {self.validation[-1]:.4g}" if self.validation else ""

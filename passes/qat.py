@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from graphopt.passes.distill import TrainingOptions
@@ -39,6 +40,7 @@ from graphopt.quant.calibration import Calibration
 from graphopt.quant.observers import METHODS, QParams, clipped_scales, symmetric_scales
 from graphopt.quant.placement import TARGETS, Plan, candidate_layers, plan, profile
 from graphopt.quant.quantizer import Scheme, SchemeOptions, WeightCache, apply_plan
+from graphopt.report import training_section
 
 BOUNDS = {"8": 0, "4": 7, "ternary": 1, "binary": 1}  # |q| of the weights (0: the target's int8 bound)
 
@@ -54,6 +56,13 @@ class QatSummary:
     samples: int = 0
     world_size: int = 1
     gradient_bytes: float = 0.0
+    validation: list[float] = field(default_factory=list)
+    stopped_early: bool = False
+
+    def section(self, report: Path) -> list[str]:
+        return training_section(report, self, "Quantization-aware training", "qat",
+                                [f"quantized: {self.layers} layer(s), {self.tensors} activation tensor(s); "
+                                 f"target {self.target}"])
 
     def line(self) -> str:
         trained = f"; loss {self.losses[0]:.4g} -> {self.losses[-1]:.4g} in {len(self.losses)} epoch(s) x " \
@@ -78,7 +87,7 @@ class Qat(Pass, TrainingOptions):
     target: str = option("auto", choices=TARGETS)
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        from graphopt.backends.torch_train import train
+        from graphopt.backends.torch_train import record_history, train
 
         target, why = profile(self.target)
         summary = QatSummary(self.spec(), f"{target.name}: {why}")
@@ -108,8 +117,7 @@ class Qat(Pass, TrainingOptions):
         if self.epochs:
             history = train(student, teacher, data, dataclasses.replace(self.train_config(), epochs=self.epochs),
                             label="qat")
-            for name in ("losses", "seconds", "samples", "world_size", "gradient_bytes"):
-                setattr(summary, name, getattr(history, name))
+            record_history(summary, history)
         for p in graph.parameters:  # the trained weights and biases
             p.data = mapping[id(p)].data
         cache: WeightCache = {}

@@ -135,3 +135,17 @@ def test_bad_qat_input_is_refused_with_what_to_do(digits, pipeline: str, data: o
         graph, data = graphopt.from_torch(net, (torch.randn(1, 1, 8, 8),)), [(np.zeros((1, 1, 8, 8), np.float32),)]
     with pytest.raises(graphopt.GraphoptError, match=message):
         graphopt.run_pipeline(graph, pipeline, data=data)
+
+
+def test_cli_runs_qat_on_a_data_file_and_reports_it(digits, tmp_path) -> None:
+    from graphopt.cli import main
+
+    graph, data, _, _ = digits
+    source, training, out = tmp_path / "m.onnx", tmp_path / "train.npz", tmp_path / "q.onnx"
+    graphopt.to_onnx(graph, source)
+    np.savez(training, **{graph.inputs[0].name: np.concatenate([s[0] for s in data[:128]])})
+    assert main(["opt", str(source), "-p", "qat{epochs=1,weight-bits=4}", "--data", str(training), "-o", str(out),
+                 "-q"]) == 0
+    report = out.with_suffix(".report.md").read_text()
+    assert "## Quantization-aware training" in report and "1 epoch(s) on 128 sample(s)" in report
+    assert out.with_name("q.report.qat.png").stat().st_size > 5_000
