@@ -8,10 +8,12 @@ folded), two sections:
   and binary.
 - clusters: `cluster{clusters=16}` (k-means weight sharing) with and without fine-tuning, and after
   50% unstructured sparsity (`sparsify{ratio=0.5,scope=global}`): ONNX file size and test accuracy.
+- calibration: resnet18's calibration statistics on 32 natural-statistics images in 1 and in 2
+  torchrun processes (one thread each): wall time, and whether every tensor's range is the same.
 - gradients: ternary `qat` on 2 torchrun processes (gloo, loopback, a core each) with fp32 and with
   int8 gradients (`gradient-bits=8`): bytes each process sends a step, and test accuracy.
 
-    python benchmarks/bench_qat.py [--sections widths clusters gradients]"""
+    python benchmarks/bench_qat.py [--sections widths clusters calibration gradients]"""
 
 from __future__ import annotations
 
@@ -109,19 +111,58 @@ def clusters() -> list[str]:
     return [*lines, "", "Targets:", "", *targets]
 
 
+def torchrun(processes: int, *worker: str) -> str:
+    """The last line rank 0 of a torchrun job of this script printed (gloo over loopback, a thread each)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
+                           "--master_addr=127.0.0.1", f"--master_port={port}", __file__, *worker],
+                          env=env, capture_output=True, text=True, timeout=1800, cwd=Path(__file__).parent)
+    if done.returncode:
+        raise RuntimeError(f"torchrun failed: {done.stderr.strip()[-2000:]}")
+    return done.stdout.strip().splitlines()[-1]
+
+
+def calibration() -> list[str]:
+    runs = {n: torchrun(n, "--calibrate").split() for n in (1, 2)}
+    (one_s, one_digest), (two_s, two_digest) = [(float(s), d) for s, d in runs.values()]
+    lines = ["resnet18 (random weights), `Calibration.statistics` on 32 natural-statistics images (a histogram and "
+             "channel maxima for every float tensor), each process one thread.", "",
+             "| processes | s | ranges digest |", "|---:|---:|---|",
+             f"| 1 | {one_s:.1f} | `{one_digest[:16]}` |", f"| 2 | {two_s:.1f} | `{two_digest[:16]}` |"]
+    targets = [verdict("ranges identical to one process", one_digest == two_digest,
+                       "the same digest" if one_digest == two_digest else "digests differ"),
+               verdict(">= 1.6x faster on 2 processes", one_s >= 1.6 * two_s, f"{one_s / two_s:.2f}x")]
+    return [*lines, "", "Targets:", "", *targets]
+
+
+def calibrate_worker() -> None:
+    import hashlib
+
+    from graphopt import models
+    from graphopt.parallel import ranks
+    from graphopt.quant import Calibration, observe_range
+    from graphopt.quant.calibration import tracked_values
+
+    graph = go.run_pipeline(go.from_torch(models.torchvision_model("resnet18")[0], (torch.randn(1, 3, 224, 224),)),
+                            "canonicalize,fold-bn").graph
+    samples = [(x[None],) for x in models.natural_images(32, seed=0)]
+    ranks()  # join the group before timing
+    began = time.perf_counter()
+    stats = Calibration(samples).statistics(graph)
+    seconds = time.perf_counter() - began
+    digest = hashlib.sha256(repr([observe_range(stats.of(v), "percentile", 255)
+                                  for v in tracked_values(graph)]).encode()).hexdigest()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{seconds} {digest}")
+
+
 def gradients() -> list[str]:
     rows = {}
     for bits in (32, 8):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
-        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                               "--master_addr=127.0.0.1", f"--master_port={port}", __file__, "--worker", str(bits)],
-                              env=env, capture_output=True, text=True, timeout=1800, cwd=Path(__file__).parent)
-        if done.returncode:
-            raise RuntimeError(f"torchrun failed: {done.stderr.strip()[-2000:]}")
-        rows[bits] = tuple(map(float, done.stdout.strip().splitlines()[-1].split()))
+        rows[bits] = tuple(map(float, torchrun(2, "--worker", str(bits)).split()))
         print(bits, rows[bits], file=sys.stderr, flush=True)
     (exact_acc, exact_bytes, exact_s), (int8_acc, int8_bytes, int8_s) = rows[32], rows[8]
     lines = [f"`{DISTRIBUTED}` on 2 torchrun processes (gloo over loopback, one thread each).", "",
@@ -148,17 +189,21 @@ def worker(bits: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", nargs="*", choices=("widths", "clusters", "gradients"),
-                        default=["widths", "clusters", "gradients"])
+    sections = {"widths": widths, "clusters": clusters, "calibration": calibration, "gradients": gradients}
+    parser.add_argument("--sections", nargs="*", choices=tuple(sections), default=list(sections))
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--calibrate", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args.worker)
         return
+    if args.calibrate:
+        calibrate_worker()
+        return
     torch.set_num_threads(2)
     for name in args.sections:
         start = time.perf_counter()
-        lines = {"widths": widths, "clusters": clusters, "gradients": gradients}[name]()
+        lines = sections[name]()
         text = "\n".join([f"Run {date.today()} on {cpu_kind()}.", "", *lines, "",
                           f"({time.perf_counter() - start:.0f} s)"])
         print(text, flush=True)

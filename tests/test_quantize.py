@@ -74,6 +74,36 @@ def test_streaming_histogram_matches_one_shot() -> None:
     assert streamed.quantile(0.5) == pytest.approx(np.median(whole), abs=0.1)
 
 
+def test_histograms_of_shards_merge_into_the_one_pass_histogram() -> None:
+    """Aligned power-of-two bins: the counts depend on the values only, so order and sharding (one
+    shard a torchrun rank) give the same histogram, bit for bit."""
+    rng = np.random.default_rng(7)
+    data = [(rng.standard_normal(500) * 10.0 ** rng.uniform(-3, 3) + rng.normal(0, 5)).astype(np.float32)
+            for _ in range(12)] + [np.zeros(7, np.float32)]
+
+    def histogram(parts: list[np.ndarray]) -> Histogram:
+        h = Histogram()
+        for part in parts:
+            h.add(part)
+        return h
+
+    one = histogram(data)
+    merged = histogram(data[::3])
+    merged.merge(histogram(data[1::3]))
+    merged.merge(histogram(data[2::3]))
+    for other in (histogram(data[::-1]), merged):
+        assert (other.level, other.start, other.min, other.max) == (one.level, one.start, one.min, one.max)
+        np.testing.assert_array_equal(other.counts, one.counts)
+    assert one.capacity // 2 < one.bins <= one.capacity and one.counts.sum() == sum(d.size for d in data)
+
+
+def test_a_histogram_leaves_infinite_sentinels_out() -> None:
+    hist = Histogram()
+    hist.add(np.array([0.5, -np.inf, 2.0, np.nan], np.float32))  # an attention mask's -inf, say
+    hist.add(np.full(3, -np.inf, np.float32))
+    assert (hist.min, hist.max, hist.counts.sum()) == (0.5, 2.0, 2)
+
+
 def test_observed_ranges_are_kept_until_the_histogram_changes(monkeypatch) -> None:
     from graphopt.quant import observers
 
@@ -541,7 +571,9 @@ def test_bad_rounding_options_say_what_to_do(small, options: str, message: str) 
         graphopt.run_pipeline(graph, f"quantize{{{options}}}")
 
 
-def test_two_torchrun_processes_split_the_sensitivity_sweep_and_rank_as_one(tmp_path) -> None:
+def test_two_torchrun_processes_calibrate_and_rank_as_one(tmp_path) -> None:
+    """Calibration shards its samples over the ranks and merges the observers exactly (the ranges
+    and histograms are one process's, bit for bit); the sensitivity sweep splits the layers."""
     import json
     import os
     import socket
@@ -562,6 +594,9 @@ def test_two_torchrun_processes_split_the_sensitivity_sweep_and_rank_as_one(tmp_
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     single = quantize_worker.run()
-    assert result["world"] == 2 and {rank for _, _, rank in result["scores"]} == {0, 1}  # both ranks measured
-    assert [name for name, _, _ in result["scores"]] == [name for name, _, _ in single]
-    np.testing.assert_allclose([db for _, db, _ in result["scores"]], [db for _, db, _ in single], rtol=1e-5)
+    assert result["world"] == 2 and result["ran_by"] == [k % 2 for k in range(9)] and set(single["ran_by"]) == {0}
+    assert result["ranges"] == single["ranges"]  # the scales' inputs, exactly
+    scores, one = result["sensitivity"], single["sensitivity"]
+    assert {rank for _, _, rank in scores} == {0, 1}  # both ranks measured layers
+    assert [name for name, _, _ in scores] == [name for name, _, _ in one]
+    np.testing.assert_allclose([db for _, db, _ in scores], [db for _, db, _ in one], rtol=1e-5)

@@ -1,5 +1,6 @@
 """Calibration: representative inputs, checked against the graph before any work, and the
-histogram and per-channel (last axis) absolute maximum of every float tensor they produce.
+histogram and per-channel (last axis) absolute maximum of every float tensor they produce. Under
+torchrun the ranks split the samples and merge what they observed exactly (graphopt.parallel).
 Statistics are cached on the Calibration by graph fingerprint, so trying another observer or
 scheme on the same model never re-runs it."""
 
@@ -18,6 +19,7 @@ from graphopt.ir.graph import Graph
 from graphopt.ir.printer import print_graph
 from graphopt.ir.types import DType, fmt_shape
 from graphopt.ir.value import Value
+from graphopt.parallel import gather, ranks
 from graphopt.progress import progress
 from graphopt.quant.observers import Histogram
 from graphopt.quant.runner import Runner
@@ -50,8 +52,11 @@ class ChannelMax:
     def add(self, array: np.ndarray) -> None:
         if array.ndim == 0:
             return
-        m = np.abs(array).max(axis=tuple(range(array.ndim - 1))).astype(np.float64)
-        self.values = m if self.values is None or self.values.shape != m.shape else np.maximum(self.values, m)
+        self.merge_values(np.abs(array).max(axis=tuple(range(array.ndim - 1))).astype(np.float64))
+
+    def merge_values(self, m: np.ndarray | None) -> None:
+        if m is not None:
+            self.values = m if self.values is None or self.values.shape != m.shape else np.maximum(self.values, m)
 
 
 @dataclass
@@ -65,20 +70,27 @@ class Observed:
         self.histogram.add(array)
         self.channels.add(array)
 
+    def merge(self, other: Observed) -> None:
+        """What both saw (exact: histograms merge bin for bin, maxima by max)."""
+        self.histogram.merge(other.histogram)
+        self.channels.merge_values(other.channels.values)
+
 
 class Statistics:
     """What calibration saw of a graph's float tensors (`of(value)` the histogram, `channel_absmax`
     the per-channel maxima) and the float model's outputs on every sample, the reference quantized
     models are scored against."""
 
-    def __init__(self, graph: Graph, observed: Sequence[Observed], outputs: Sequence[list[np.ndarray]]) -> None:
+    def __init__(self, graph: Graph, observed: Sequence[Observed], outputs: Sequence[list[np.ndarray]],
+                 ran_by: Sequence[int] = ()) -> None:
         self.observed = list(observed)
         self.outputs = list(outputs)
+        self.ran_by = list(ran_by) or [0] * len(self.outputs)  # the torchrun rank that ran each sample
         self.by_value = {id(v): o for v, o in zip(tracked_values(graph), observed)}
 
     def rebind(self, clone: Graph) -> Statistics:
         """The same statistics for a clone of the graph they were taken on."""
-        return Statistics(clone, self.observed, self.outputs)
+        return Statistics(clone, self.observed, self.outputs, self.ran_by)
 
     def _lookup(self, value: Value) -> Observed:
         try:
@@ -105,7 +117,7 @@ class Calibration:
         self.samples: list[tuple[np.ndarray, ...]] = [_as_sample(s) for s in samples]
         if not self.samples:
             raise CalibrationError("calibration data is empty; give at least one input sample")
-        self._statistics: dict[str, tuple[list[Observed], list[list[np.ndarray]]]] = {}
+        self._statistics: dict[str, tuple[list[Observed], list[list[np.ndarray]], list[int]]] = {}
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -143,16 +155,30 @@ class Calibration:
             inputs = {id(v) for v in graph.inputs}
             results = [v for v in values if id(v) not in inputs and id(v) not in kept]
             runner = Runner(graph, results)
-            outputs = []
-            for sample in progress(self.samples, len(self.samples), f"calibrating on {runner.backend}"):
+            rank, world = ranks()
+            outputs: dict[int, list[np.ndarray]] = {}
+            mine = range(rank, len(self.samples), world)  # under torchrun each rank runs its share
+            for i in progress(mine, len(mine), f"calibrating on {runner.backend}", hidden=rank != 0):
+                sample = self.samples[i]
                 for value, array in zip(graph.inputs, sample):
                     if id(value) in observed and id(value) not in kept:
                         observed[id(value)].add(array)
                 graph_outputs, arrays = runner.run(*sample)
                 for value, array in zip(results, arrays):
                     observed[id(value)].add(array)
-                outputs.append(graph_outputs)
-            self._statistics[key] = ([observed[id(v)] for v in values], outputs)
+                outputs[i] = graph_outputs
+            fresh = [id(v) for v in values if id(v) not in kept]
+            shares = gather(([observed[k] for k in fresh], outputs), world)
+            if world > 1:  # every rank merges every share: the one-process statistics, bit for bit
+                for k in fresh:
+                    observed[k] = Observed()
+                for share, _ in shares:
+                    for k, seen in zip(fresh, share):
+                        observed[k].merge(seen)
+            ran = {i: r for r, (_, done) in enumerate(shares) for i in done}
+            merged = {i: out for _, done in shares for i, out in done.items()}
+            self._statistics[key] = ([observed[id(v)] for v in values], [merged[i] for i in range(len(self.samples))],
+                                     [ran[i] for i in range(len(self.samples))])
         return Statistics(graph, *self._statistics[key])
 
 

@@ -18,13 +18,21 @@ CANDIDATES = np.linspace(0.1, 1.0, 91)  # clipping ratios tried by entropy and m
 
 
 class Histogram:
-    """Counts of one tensor's values on `bins` equal bins over a range that grows to cover every
-    batch (old counts are re-binned by interpolating their cumulative sum)."""
+    """Counts of one tensor's values on bins of width 2^level aligned at multiples of it: bin j holds
+    [j 2^level, (j + 1) 2^level). The level is the smallest that fits the values seen into `capacity`
+    bins (and resolves their magnitude to 2^-FINEST), so when the range grows adjacent bins merge
+    exactly. Infinite values (attention masks' -inf) are left out: they are sentinels, not data.
+    The counts then depend only on the values seen, not on their order or grouping: histograms of
+    disjoint shards of the calibration set `merge` into exactly the one-process histogram
+    (distributed calibration, bitwise identical scales)."""
+
+    FINEST = 40  # a bin is at least max|x| * 2^-40 wide (a constant tensor still gets a finite level)
 
     def __init__(self, bins: int = 2048) -> None:
-        self.bins = bins
-        self.counts = np.zeros(bins, dtype=np.float64)
-        self.lo = self.hi = 0.0
+        self.capacity = bins
+        self.level: int | None = None
+        self.start = 0  # index of the first bin at this level
+        self.counts = np.zeros(0, dtype=np.float64)
         self.min, self.max = np.inf, -np.inf
         # observe_range's answers, kept until the next add: mixed precision re-plans the model once
         # per layer, and the entropy search costs a third of a second a tensor
@@ -35,34 +43,77 @@ class Histogram:
         return not np.isfinite(self.min)
 
     @property
+    def bins(self) -> int:
+        return len(self.counts)
+
+    @property
+    def lo(self) -> float:
+        return float(np.ldexp(float(self.start), self.level or 0))
+
+    @property
+    def hi(self) -> float:
+        return float(np.ldexp(float(self.start + self.bins), self.level or 0))
+
+    @property
     def edges(self) -> np.ndarray:
-        return np.linspace(self.lo, self.hi, self.bins + 1)
+        return np.ldexp(np.arange(self.start, self.start + self.bins + 1, dtype=np.float64), self.level or 0)
 
     @property
     def centers(self) -> np.ndarray:
         edges = self.edges
         return (edges[:-1] + edges[1:]) / 2
 
+    def _fits(self, level: int, lo: float, hi: float) -> bool:
+        return np.floor(np.ldexp(hi, -level)) - np.floor(np.ldexp(lo, -level)) < self.capacity
+
+    def _level_for(self, lo: float, hi: float, floor: int | None) -> int:
+        """The finest level, not below `floor`, that resolves [lo, hi] to 2^-FINEST of its peak and
+        fits it into `capacity` bins: a function of the range alone, as the range only grows."""
+        peak = max(abs(lo), abs(hi))
+        level = int(np.frexp(peak)[1]) - self.FINEST if peak > 0 else -1000
+        level = level if floor is None else max(level, floor)
+        while not self._fits(level, lo, hi):
+            level += 1
+        return level
+
+    def _cover(self, level: int) -> None:
+        """Move to `level` (merging bins) and cover [min, max]."""
+        first, last = (int(np.floor(np.ldexp(v, -level))) for v in (self.min, self.max))
+        if level == self.level and first >= self.start and last < self.start + self.bins:
+            return
+        counts = np.zeros(last - first + 1, dtype=np.float64)
+        if self.bins:
+            assert self.level is not None
+            np.add.at(counts, (np.arange(self.start, self.start + self.bins) >> (level - self.level)) - first,
+                      self.counts)
+        self.level, self.start, self.counts = level, first, counts
+
     def add(self, x: np.ndarray) -> None:
         x = np.asarray(x, dtype=np.float32).ravel()
+        lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+        if not (np.isfinite(lo) and np.isfinite(hi)):  # -inf masks and the like are sentinels, not data
+            x = x[np.isfinite(x)]
+            lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
         if x.size == 0:
             return
         self.ranges.clear()
-        lo, hi = float(x.min()), float(x.max())
         self.min, self.max = min(self.min, lo), max(self.max, hi)
-        if self.counts.sum() == 0:
-            self.lo, self.hi = lo, hi if hi > lo else lo + 1e-12
-        elif lo < self.lo or hi > self.hi:
-            self._grow(min(lo, self.lo), max(hi, self.hi))
-        width = (self.hi - self.lo) / self.bins
-        index = np.clip(((x - self.lo) / width).astype(np.int32), 0, self.bins - 1)
+        self._cover(self._level_for(self.min, self.max, self.level))
+        assert self.level is not None
+        index = np.floor(np.ldexp(x, -self.level)).astype(np.int64) - self.start  # exact: a power-of-two scaling
         self.counts += np.bincount(index, minlength=self.bins)
 
-    def _grow(self, lo: float, hi: float) -> None:
-        cumulative = np.concatenate([[0.0], np.cumsum(self.counts)])
-        old_edges = self.edges
-        self.lo, self.hi = lo, hi
-        self.counts = np.diff(np.interp(self.edges, old_edges, cumulative))
+    def merge(self, other: Histogram) -> None:
+        """Add `other`'s counts (a histogram of other values): the result is the histogram of both."""
+        if other.empty:
+            return
+        assert other.level is not None
+        self.ranges.clear()
+        self.min, self.max = min(self.min, other.min), max(self.max, other.max)
+        self._cover(self._level_for(self.min, self.max, max(other.level, self.level or other.level)))
+        assert self.level is not None
+        index = (np.arange(other.start, other.start + other.bins) >> (self.level - other.level)) - self.start
+        np.add.at(self.counts, index, other.counts)
 
     def quantile(self, q: float) -> float:
         cumulative = np.concatenate([[0.0], np.cumsum(self.counts)])
@@ -138,6 +189,13 @@ class QParams:
     dtype: DType
 
 
+def _usable_scale(scale: float) -> float:
+    """`scale` in float32, or 1 where that is not a normal positive number (a tensor that is always
+    0: any scale represents it)."""
+    single = float(np.float32(scale))
+    return single if single >= float(np.finfo(np.float32).tiny) else 1.0
+
+
 def affine_qparams(lo: float, hi: float, dtype: DType, symmetric: bool) -> QParams:
     """Parameters covering [lo, hi] (widened to include 0, which must be exact: zero padding and
     relu outputs). Symmetric ones have zero point 0 and a range of +-127, except on a non-negative
@@ -145,10 +203,9 @@ def affine_qparams(lo: float, hi: float, dtype: DType, symmetric: bool) -> QPara
     point at the type's minimum -- the form in which runtimes drop a relu in front of the quantize."""
     lo, hi = min(lo, 0.0), max(hi, 0.0)
     if symmetric and lo < 0:
-        scale = max(-lo, hi) / 127.0
-        return QParams(float(np.float32(scale or 1.0)), 0, dtype)
+        return QParams(_usable_scale(max(-lo, hi) / 127.0), 0, dtype)
     info = np.iinfo(dtype.numpy)
-    scale = float(np.float32((hi - lo) / (info.max - info.min) or 1.0))
+    scale = _usable_scale((hi - lo) / (info.max - info.min))
     zero_point = int(np.clip(np.rint(info.min - lo / scale), info.min, info.max))
     return QParams(scale, zero_point, dtype)
 

@@ -8,6 +8,7 @@ oracle the tests compare this runner to)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -75,6 +76,7 @@ class Runner:
         self._weights = {emitter.name(p): np.ascontiguousarray(p.data) for p in self.graph.parameters
                          if emitter.name(p) in declared}
         options = ort.SessionOptions()
+        options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)  # torchrun: 1 a process
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         options.add_session_config_entry("session.disable_quant_qdq", "1")  # Q/DQ pairs run as written
         options.log_severity_level = 3
