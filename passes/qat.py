@@ -39,7 +39,7 @@ from graphopt.pipeline import Contract, Pass, PassContext, PassResult, option, r
 from graphopt.quant.calibration import Calibration
 from graphopt.quant.observers import METHODS, QParams, clipped_scales, symmetric_scales
 from graphopt.quant.placement import TARGETS, Plan, candidate_layers, plan, profile
-from graphopt.quant.quantizer import Scheme, SchemeOptions, WeightCache, apply_plan
+from graphopt.quant.quantizer import Scheme, SchemeOptions, WeightCache, apply_plan, weight_key
 from graphopt.report import training_section
 
 BOUNDS = {"8": 0, "4": 7, "ternary": 1, "binary": 1}  # |q| of the weights (0: the target's int8 bound)
@@ -214,4 +214,4 @@ def cache_learned_weight(cache: WeightCache, layer: Node, scales: np.ndarray, sc
     view = scales.reshape([-1 if d == axis else 1 for d in range(data.ndim)]) if per_channel else scales
     q = np.where(data >= 0, 1, -1).astype(np.int8) if binary else \
         quantize(data, view, 0, DType.int8, -scheme.weight_bound, scheme.weight_bound)
-    cache[(id(data), per_channel, scheme.weight_bound)] = (data, q, view)
+    cache[weight_key(layer, scheme)] = (data, q, view)
