@@ -52,7 +52,7 @@ def _statistics(graph: Graph) -> set[int]:
     """Parameters that are not trained: batch-norm running statistics and scalar constants (but not
     fake-quantize scales, which qat learns)."""
     stats = {id(v) for n in graph if n.op == "batch_norm" for v in n.operands[1:3]}
-    learned = {id(n.operands[1]) for n in graph if n.op == "fake_quantize"}
+    learned = {id(n.operands[1]) for n in graph if n.op in ("fake_quantize", "fake_binarize")}
     return stats | {id(p) for p in graph.parameters if p.type.rank == 0 and id(p) not in learned}
 
 
@@ -557,7 +557,6 @@ def dequantize_per_channel(q: torch.Tensor, scales: torch.Tensor, zero_points: t
     return centered.to(torch.float32) * _channel(scales, q, axis)
 
 
-
 @implements("fake_quantize")
 def fake_quantize(x: torch.Tensor, log2_scale: torch.Tensor, zero_point: int, quant_min: int, quant_max: int,
                   axis: int | None) -> torch.Tensor:
@@ -577,6 +576,5 @@ def fake_binarize(x: torch.Tensor, log2_scale: torch.Tensor, axis: int | None) -
     clipped estimator) and the scale learned through the output."""
     scale = torch.exp2(log2_scale)
     s = scale if axis is None else _channel(scale, x, axis)
-    v = x / s
-    sign = torch.where(v >= 0, 1.0, -1.0)
-    return (torch.clamp(v, -1, 1) + (sign - torch.clamp(v, -1, 1)).detach()) * s
+    clipped = torch.clamp(x / s, -1, 1)
+    return (clipped + (torch.where(x >= 0, 1.0, -1.0) - clipped).detach()) * s
