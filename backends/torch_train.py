@@ -181,8 +181,7 @@ def train(student: Graph, teacher: Graph, data: Sequence[Sample], config: TrainC
                     loss.backward()  # type: ignore[union-attr]
                     share = share + loss.detach()  # type: ignore[union-attr]
                 if world > 1:
-                    exchange([t.grad for t in trainable.values()])  # type: ignore[misc]
-                    _all_reduce([share])
+                    exchange([t.grad for t in trainable.values()], share)  # type: ignore[misc]
                 optimizer.step()
                 scheduler.step()
                 total += float(share)
@@ -248,6 +247,11 @@ def _all_reduce(tensors: list[torch.Tensor]) -> None:
 
     flat = torch.cat([t.reshape(-1) for t in tensors])
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    _scatter(flat, tensors)
+
+
+def _scatter(flat: torch.Tensor, tensors: list[torch.Tensor]) -> None:
+    """Copy consecutive slices of `flat` back into `tensors`."""
     offset = 0
     for t in tensors:
         t.copy_(flat[offset:offset + t.numel()].view_as(t))
@@ -268,14 +272,16 @@ class GradientExchange:
         self.residual: torch.Tensor | None = None
         self.sent, self.steps = 0, 0
 
-    def __call__(self, tensors: list[torch.Tensor]) -> None:
+    def __call__(self, tensors: list[torch.Tensor], loss: torch.Tensor) -> None:
+        """Sum the gradients `tensors` and the scalar `loss` over the ranks (in fp32: one message)."""
         import torch.distributed as dist
 
         self.steps += 1
         if self.bits == 32:
-            _all_reduce(tensors)
+            _all_reduce([*tensors, loss])
             self.sent += 4 * sum(t.numel() for t in tensors)
             return
+        _all_reduce([loss])
         flat = torch.cat([t.reshape(-1) for t in tensors])
         if self.residual is not None:
             flat = flat + self.residual
@@ -288,11 +294,7 @@ class GradientExchange:
         qs, ss = [torch.empty_like(q) for _ in range(self.world)], [torch.empty_like(scales) for _ in range(self.world)]
         dist.all_gather(qs, q)
         dist.all_gather(ss, scales)
-        total = sum(a.float() * b.repeat_interleave(self.CHUNK)[:n] for a, b in zip(qs, ss))
-        offset = 0
-        for t in tensors:
-            t.copy_(total[offset:offset + t.numel()].view_as(t))
-            offset += t.numel()
+        _scatter(sum(a.float() * b.repeat_interleave(self.CHUNK)[:n] for a, b in zip(qs, ss)), tensors)  # type: ignore[arg-type]
         self.sent += q.numel() + 4 * scales.numel()
 
 

@@ -29,8 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_int8 import DigitsNet
-from bench_ptq import train_digits
+from bench_int8 import digits_case
 from report import cpu_kind, verdict, write_section
 
 import graphopt as go
@@ -52,18 +51,12 @@ CLUSTERS = [("16 clusters", CLUSTER % (0, 1e-3)), ("16 clusters, fine-tuned", CL
 
 
 def digits() -> tuple[go.Graph, list[tuple[np.ndarray]], Callable[[go.Graph], float]]:
-    """The trained digits CNN (batch norm folded), its unlabeled training images, and test accuracy."""
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x, y = (data.images / 16.0).astype(np.float32)[:, None], data.target
-    order = np.random.default_rng(0).permutation(len(x))
-    train, test = order[:1400], order[1400:]
-    net = train_digits(DigitsNet, x[train], y[train])
-    graph = go.run_pipeline(go.from_torch(net, (torch.from_numpy(x[:8]),), dynamic_batch=True),
+    """bench_int8's trained digits CNN (batch norm folded), its unlabeled training images, and test accuracy."""
+    case = digits_case()
+    graph = go.run_pipeline(go.from_torch(case.module, case.example, dynamic_batch=True),
                             "canonicalize,fold-bn,fuse-activation").graph
-    return graph, [(x[i:i + 1],) for i in train], \
-        lambda g: float(np.mean(go.interpret(g, x[test])[0].argmax(1) == y[test]))
+    x = np.concatenate([s[0] for s in case.labelled])
+    return graph, case.training, lambda g: float(np.mean(go.interpret(g, x)[0].argmax(1) == case.labels))
 
 
 def widths() -> list[str]:

@@ -19,7 +19,6 @@ stay zero, and a clustered graph is left as it is (idempotent)."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,8 +74,8 @@ def kmeans_1d(values: np.ndarray, clusters: int) -> tuple[np.ndarray, np.ndarray
         sums = np.bincount(index, weights=values, minlength=clusters)
         moved = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
         for empty in np.flatnonzero(counts == 0)[:distinct - int((counts > 0).sum())]:
-            moved[empty] = values[np.argmax(np.abs(values - moved[index]))]
-            index[np.argmax(np.abs(values - moved[index]))] = empty
+            farthest = int(np.argmax(np.abs(values - moved[index])))
+            moved[empty], index[farthest] = values[farthest], empty
         if np.array_equal(np.sort(moved), centroids):
             break
         centroids = np.sort(moved)
@@ -116,8 +115,7 @@ class Cluster(Pass, TrainingOptions):
             return PassResult(False, details=summary)
         summary.weight_bytes = (before, after)
         if self.epochs:
-            config = dataclasses.replace(self.train_config(), epochs=self.epochs)
-            history = train(graph, teacher, ctx.labeled("cluster"), config, label="cluster")
+            history = train(graph, teacher, ctx.labeled("cluster"), self.train_config(), label="cluster")
             record_history(summary, history)
         return PassResult(True, details=summary)
 

@@ -22,7 +22,6 @@ holds dequantize nodes keeps its precision choices (idempotent)."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +38,16 @@ from graphopt.pipeline import Contract, Pass, PassContext, PassResult, option, r
 from graphopt.quant.calibration import Calibration
 from graphopt.quant.observers import METHODS, QParams, clipped_scales, symmetric_scales
 from graphopt.quant.placement import TARGETS, Plan, candidate_layers, plan, profile
-from graphopt.quant.quantizer import Scheme, SchemeOptions, WeightCache, apply_plan, weight_key
+from graphopt.quant.quantizer import (
+    Scheme,
+    SchemeOptions,
+    WeightCache,
+    apply_plan,
+    channel_axis,
+    channel_view,
+    insert_after,
+    weight_key,
+)
 from graphopt.report import training_section
 
 BOUNDS = {"8": 0, "4": 7, "ternary": 1, "binary": 1}  # |q| of the weights (0: the target's int8 bound)
@@ -115,8 +123,7 @@ class Qat(Pass, TrainingOptions):
         activation_scales = _fake_quantize_activations(student, mapping, chosen, scheme, stats)
         summary.layers, summary.tensors = len(weight_scales), len(activation_scales)
         if self.epochs:
-            history = train(student, teacher, data, dataclasses.replace(self.train_config(), epochs=self.epochs),
-                            label="qat")
+            history = train(student, teacher, data, self.train_config(), label="qat")
             record_history(summary, history)
         for p in graph.parameters:  # the trained weights and biases
             p.data = mapping[id(p)].data
@@ -128,10 +135,6 @@ class Qat(Pass, TrainingOptions):
                  for v, (s, zp, dtype) in activation_scales.items()}
         apply_plan(graph, chosen, scheme, stats, cache=cache, fixed=fixed)
         return PassResult(True, details=summary)
-
-
-def _weight_axis(layer: Node) -> int:
-    return layer.operands[1].type.rank - 1 if layer.op == "matmul" else 0
 
 
 def _initial_weight_scales(data: np.ndarray, axis: int | None, bound: int, binary: bool) -> np.ndarray:
@@ -156,7 +159,7 @@ def _fake_quantize_weights(student: Graph, mapping: dict[int, Value], chosen: Pl
         weight = layer.operands[1]
         if not weight.is_parameter or weight.data is None or layer.op == "embedding":  # tables: int8 rows
             continue
-        axis = _weight_axis(layer) if per_channel else None
+        axis = channel_axis(layer) if per_channel else None
         node = mapping[id(layer.result)].producer
         assert node is not None
         if id(weight) not in done:
@@ -192,15 +195,10 @@ def _fake_quantize_activations(student: Graph, mapping: dict[int, Value], chosen
     for v in chosen.tensors:
         param, zero_point, dtype = scale_of(v)
         lo, hi = quant_range(dtype, None, None)  # type: ignore[arg-type]
+        attrs = {"zero_point": zero_point, "quant_min": lo, "quant_max": hi, "axis": None}
         sv = mapping[id(v)]
-        readers = list(sv.uses)
-        before = sv.producer.next if sv.producer is not None else next(iter(student), None)
-        fq = student.create("fake_quantize", [sv, param], {"zero_point": zero_point, "quant_min": lo,
-                                                           "quant_max": hi, "axis": None}, before=before)
-        for node, index in readers:
-            node.set_operand(index, fq.result)
-        if sv.is_graph_output:
-            student.outputs = [fq.result if o is sv else o for o in student.outputs]
+        insert_after(student, sv, lambda before, sv=sv, param=param, attrs=attrs: student.create(
+            "fake_quantize", [sv, param], attrs, before=before).result)
     return out
 
 
@@ -209,9 +207,7 @@ def cache_learned_weight(cache: WeightCache, layer: Node, scales: np.ndarray, sc
     weights up."""
     data = layer.operands[1].data
     assert data is not None
-    per_channel = scheme.weights == "per-channel"
-    axis = _weight_axis(layer)
-    view = scales.reshape([-1 if d == axis else 1 for d in range(data.ndim)]) if per_channel else scales
+    view = channel_view(layer, scales) if scheme.weights == "per-channel" else scales
     q = np.where(data >= 0, 1, -1).astype(np.int8) if binary else \
         quantize(data, view, 0, DType.int8, -scheme.weight_bound, scheme.weight_bound)
     cache[weight_key(layer, scheme)] = (data, q, view)

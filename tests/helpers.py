@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -99,3 +105,16 @@ def trained_on_digits(net: torch.nn.Module, images: bool, epochs: int) -> tuple[
             optimizer.step()
     graph = go.from_torch(net.eval(), (torch.from_numpy(x[:4]),), dynamic_batch=True)
     return graph, [(x[i:i + 1],) for i in train], x[test], y[test]
+
+
+def torchrun(script: str, *args: str, processes: int = 2) -> subprocess.CompletedProcess[str]:
+    """`script args` under `torchrun --nproc_per_node=processes` (gloo over loopback, a thread each, a
+    60 s collective timeout), run from the repository root with its output captured."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd()),
+           "GRAPHOPT_DIST_TIMEOUT": "60"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
+                           "--master_addr=127.0.0.1", f"--master_port={port}", script, *args],
+                          env=env, capture_output=True, text=True, timeout=300)

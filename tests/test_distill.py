@@ -4,10 +4,7 @@ steps as one, and bad input is a clear error."""
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,6 +15,7 @@ import graphopt as go
 from graphopt.ir.printer import print_graph
 from tests import distill_worker
 from tests.distill_worker import model_and_data
+from tests.helpers import torchrun
 
 
 def test_loss_falls_and_trained_parameters_are_written_back() -> None:
@@ -84,19 +82,8 @@ def test_bad_data_is_a_clear_error() -> None:
         go.run_pipeline(graph, "distill{lr=1e12,optimizer=sgd}", data=data)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _launch(tmp_path: Path, kind: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd()),
-           "GRAPHOPT_DIST_TIMEOUT": "60"}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                           "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-                           str(Path(distill_worker.__file__)), str(tmp_path / f"{kind}.npz"), kind],
-                          env=env, capture_output=True, text=True, timeout=300)
+    return torchrun(str(Path(distill_worker.__file__)), str(tmp_path / f"{kind}.npz"), kind)
 
 
 def _torchrun(tmp_path: Path, kind: str) -> dict[str, np.ndarray]:

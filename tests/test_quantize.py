@@ -575,22 +575,12 @@ def test_two_torchrun_processes_calibrate_and_rank_as_one(tmp_path) -> None:
     """Calibration shards its samples over the ranks and merges the observers exactly (the ranges
     and histograms are one process's, bit for bit); the sensitivity sweep splits the layers."""
     import json
-    import os
-    import socket
-    import subprocess
-    import sys
-    from pathlib import Path
 
     from tests import quantize_worker
+    from tests.helpers import torchrun
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     out = tmp_path / "scores.json"
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd())}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                           "--master_addr=127.0.0.1", f"--master_port={port}", quantize_worker.__file__, str(out)],
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = torchrun(quantize_worker.__file__, str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     single = quantize_worker.run()

@@ -66,12 +66,12 @@ class Histogram:
     def _fits(self, level: int, lo: float, hi: float) -> bool:
         return np.floor(np.ldexp(hi, -level)) - np.floor(np.ldexp(lo, -level)) < self.capacity
 
-    def _level_for(self, lo: float, hi: float, floor: int | None) -> int:
-        """The finest level, not below `floor`, that resolves [lo, hi] to 2^-FINEST of its peak and
-        fits it into `capacity` bins: a function of the range alone, as the range only grows."""
+    def _level_for(self, lo: float, hi: float) -> int:
+        """The finest level that resolves [lo, hi] to 2^-FINEST of its peak and fits it into
+        `capacity` bins: a function of the range alone, never below an earlier range's (both limits
+        only rise as the range grows)."""
         peak = max(abs(lo), abs(hi))
         level = int(np.frexp(peak)[1]) - self.FINEST if peak > 0 else -1000
-        level = level if floor is None else max(level, floor)
         while not self._fits(level, lo, hi):
             level += 1
         return level
@@ -98,8 +98,7 @@ class Histogram:
             return
         self.ranges.clear()
         self.min, self.max = min(self.min, lo), max(self.max, hi)
-        self._cover(self._level_for(self.min, self.max, self.level))
-        assert self.level is not None
+        self._cover(self._level_for(self.min, self.max))
         self.counts += np.bincount(self._bin(x), minlength=self.bins)
 
     def _bin(self, x: np.ndarray) -> np.ndarray:
@@ -119,7 +118,7 @@ class Histogram:
         assert other.level is not None
         self.ranges.clear()
         self.min, self.max = min(self.min, other.min), max(self.max, other.max)
-        self._cover(self._level_for(self.min, self.max, max(other.level, self.level or other.level)))
+        self._cover(self._level_for(self.min, self.max))
         assert self.level is not None
         index = (np.arange(other.start, other.start + other.bins) >> (self.level - other.level)) - self.start
         np.add.at(self.counts, index, other.counts)

@@ -5,7 +5,7 @@ weight-only), and int32 biases on the input-times-weight scale, the layout int8 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,23 +157,38 @@ def apply_widths(graph: Graph, layers: Sequence[Node], bits: Mapping[int, int], 
         apply_plan(graph, plan(graph, group, target), scheme.at(width), stats, hessians, cache)
 
 
-def _insert_qdq(graph: Graph, v: Value, qp: QParams) -> None:
-    before = v.producer.next if v.producer is not None else next(iter(graph), None)
+def insert_after(graph: Graph, v: Value, build: Callable[[Node | None], Value]) -> None:
+    """Put what `build(before)` makes from `v` (its nodes created before `before`, right after v's
+    producer) in v's place: every reader of v, and the graph outputs, read the result instead."""
     readers = list(v.uses)
-    loc = v.producer.loc if v.producer is not None else v.name
-    q = graph.create("quantize_per_tensor", [v], {"scale": qp.scale, "zero_point": qp.zero_point,
-                                                   "dtype": qp.dtype}, loc=loc, before=before)
-    dq = graph.create("dequantize_per_tensor", [q.result], {"scale": qp.scale, "zero_point": qp.zero_point},
-                      loc=loc, before=before)
+    result = build(v.producer.next if v.producer is not None else next(iter(graph), None))
     for node, index in readers:
-        node.set_operand(index, dq.result)
+        node.set_operand(index, result)
     if v.is_graph_output:
-        graph.outputs = [dq.result if o is v else o for o in graph.outputs]
+        graph.outputs = [result if o is v else o for o in graph.outputs]
 
 
-def _channel_axis(layer: Node) -> int:
+def _insert_qdq(graph: Graph, v: Value, qp: QParams) -> None:
+    loc = v.producer.loc if v.producer is not None else v.name
+
+    def qdq(before: Node | None) -> Value:
+        q = graph.create("quantize_per_tensor", [v], {"scale": qp.scale, "zero_point": qp.zero_point,
+                                                       "dtype": qp.dtype}, loc=loc, before=before)
+        return graph.create("dequantize_per_tensor", [q.result], {"scale": qp.scale, "zero_point": qp.zero_point},
+                            loc=loc, before=before).result
+
+    insert_after(graph, v, qdq)
+
+
+def channel_axis(layer: Node) -> int:
     """The output-channel axis of the layer's weight: dim 0 for conv and linear, last for matmul."""
     return layer.operands[1].type.rank - 1 if layer.op == "matmul" else 0
+
+
+def channel_view(layer: Node, scales: np.ndarray) -> np.ndarray:
+    """Per-output-channel `scales` shaped to broadcast against the layer's weight."""
+    axis = channel_axis(layer)
+    return scales.reshape([-1 if d == axis else 1 for d in range(layer.operands[1].type.rank)])
 
 
 def int8_weight(layer: Node, per_channel: bool, bound: int) -> tuple[np.ndarray, np.ndarray]:
@@ -182,10 +197,9 @@ def int8_weight(layer: Node, per_channel: bool, bound: int) -> tuple[np.ndarray,
     must hold data."""
     data = layer.operands[1].data
     assert data is not None
-    axis = _channel_axis(layer)
     pick = clipped_scales if bound <= 7 else symmetric_scales
-    scales = pick(data, axis if per_channel else None, bound)
-    view = scales.reshape([-1 if d == axis else 1 for d in range(data.ndim)]) if per_channel else scales
+    scales = pick(data, channel_axis(layer) if per_channel else None, bound)
+    view = channel_view(layer, scales) if per_channel else scales
     return quantize(data, view, 0, DType.int8, -bound, bound), view
 
 
@@ -203,7 +217,7 @@ def _quantize_weight(graph: Graph, layer: Node, scheme: Scheme, done: dict[int, 
     """Replace the weight operand with DQ(int8 weight); a weight shared by layers is quantized once.
     Returns the per-output-channel scales (the per-tensor scale repeated)."""
     weight = layer.operands[1]
-    axis = _channel_axis(layer)
+    axis = channel_axis(layer)
     channels = int(weight.shape[axis])  # type: ignore[arg-type]
     per_channel = scheme.weights == "per-channel"
     if id(weight) not in done:

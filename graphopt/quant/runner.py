@@ -2,8 +2,8 @@
 only its basic, exact rewrites (redundant nodes removed, conv + add folded: 12% faster on
 all-MiniLM-L6-v2 than none) and none of its Q/DQ fusions, so each quantize/dequantize pair runs as
 the numpy interpreter runs it and the results agree with it up to float rounding, at a small
-fraction of its time. The weights are fed as inputs rather than copied into the model, since a search builds one
-model per candidate. Where the graph does not lower to ONNX the interpreter runs it instead (the
+fraction of its time. The weights are fed as inputs rather than copied into the model, since a
+search builds one model per candidate. Where the graph does not lower to ONNX the interpreter runs it instead (the
 oracle the tests compare this runner to)."""
 
 from __future__ import annotations
