@@ -118,3 +118,9 @@ def torchrun(script: str, *args: str, processes: int = 2) -> subprocess.Complete
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
                            "--master_addr=127.0.0.1", f"--master_port={port}", script, *args],
                           env=env, capture_output=True, text=True, timeout=300)
+
+
+# Ops generated graphs draw from where a pass works on layers: the layers and what surrounds them
+# in real models (without, most generated graphs hold no layer to work on).
+LAYER_OPS = ("conv2d", "linear", "matmul", "relu", "gelu", "add", "mul", "cat", "max_pool2d", "adaptive_avg_pool2d",
+             "flatten")

@@ -10,10 +10,12 @@ import onnxruntime as ort
 import pytest
 import torch
 from graphopt.passes.cluster import kmeans_1d
+from hypothesis import given, settings
 
 import graphopt
 from graphopt.interp import interpret
-from tests.helpers import trained_on_digits
+from graphopt.testing import graphs_with_inputs
+from tests.helpers import LAYER_OPS, trained_on_digits
 
 
 def test_kmeans_finds_the_centres_and_assigns_each_value_its_nearest() -> None:
@@ -79,3 +81,23 @@ def test_clustering_keeps_the_zeros_of_a_sparsified_model(mlp) -> None:
 def test_cluster_fine_tuning_needs_data(mlp) -> None:
     with pytest.raises(graphopt.GraphoptError, match="cluster needs training data"):
         graphopt.run_pipeline(mlp[0], TUNE % 1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(graphs_with_inputs(max_nodes=10, ops=LAYER_OPS))
+def test_clustering_maps_each_weight_to_its_nearest_centroid_on_generated_graphs(
+        case: tuple[graphopt.Graph, list[np.ndarray]]) -> None:
+    """On any graph: every clustered weight becomes its nearest of at most `clusters` centroids,
+    zeros stay zero, the outputs stay finite, and a second run changes nothing."""
+    graph, inputs = case
+    before = {p.name: p.data for p in graph.parameters}
+    result = graphopt.run_pipeline(graph, "cluster{clusters=2}")  # 2: layers of 8 weights and up take part
+    params = {p.name: p.data for p in result.graph.parameters}
+    for name, weight in shared_weights(result.graph).items():
+        original, codebook = before[name], params[f"{name}.codebook"].ravel()
+        assert len(codebook) == 2 and np.array_equal(weight == 0, original == 0)
+        live = original != 0
+        nearest = np.abs(original[live][:, None] - codebook[None, :]).min(axis=1)
+        np.testing.assert_allclose(np.abs(original[live] - weight[live]), nearest, atol=1e-6)
+    assert all(np.isfinite(o).all() for o in interpret(result.graph, *inputs) if o.dtype.kind == "f")
+    assert not graphopt.run_pipeline(result.graph, "cluster{clusters=2}").records[0].changed

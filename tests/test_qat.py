@@ -12,11 +12,13 @@ import pytest
 import torch
 from graphopt.backends.ort_fusion import check_fusion
 from graphopt.backends.torch import fake_quantize
+from hypothesis import assume, given, settings
 
 import graphopt
 from graphopt.interp import interpret
 from graphopt.quant import sqnr_db
-from tests.helpers import trained_on_digits
+from graphopt.testing import graphs_with_inputs
+from tests.helpers import LAYER_OPS, trained_on_digits
 
 
 class SmallDigitsNet(torch.nn.Module):
@@ -149,3 +151,26 @@ def test_cli_runs_qat_on_a_data_file_and_reports_it(digits, tmp_path) -> None:
     report = out.with_suffix(".report.md").read_text()
     assert "## Quantization-aware training" in report and "1 epoch(s) on 128 sample(s)" in report
     assert out.with_name("q.report.qat.png").stat().st_size > 5_000
+
+
+@settings(max_examples=40, deadline=None)
+@given(graphs_with_inputs(max_nodes=10, ops=LAYER_OPS))
+def test_qat_at_epochs_0_matches_quantize_on_generated_graphs(case: tuple[graphopt.Graph, list[np.ndarray]]) -> None:
+    """The property behind the contract: qat's starting point is quantize's model (the same nodes, the
+    same int8 weights up to one step where 2^log2(scale) rounds, scales equal to float32 precision),
+    and a second qat keeps it."""
+    graph, inputs = case
+    folded = graphopt.run_pipeline(graph, "fold-bn").graph
+    assume(not any(n.op == "batch_norm" for n in folded))  # qat refuses unfolded batch norm (tested above)
+    sample = [tuple(inputs)]
+    qat = graphopt.run_pipeline(folded, "qat{epochs=0}", data=sample).graph
+    ptq = graphopt.run_pipeline(folded, "quantize{budget=0}", calibration=sample).graph
+    assert [n.op for n in qat] == [n.op for n in ptq]
+    ours, theirs = {p.name: p.data for p in qat.parameters}, {p.name: p.data for p in ptq.parameters}
+    assert ours.keys() == theirs.keys()
+    for name, array in ours.items():
+        if array.dtype.kind == "f":
+            np.testing.assert_allclose(array, theirs[name], rtol=1e-6, err_msg=name)
+        else:
+            assert np.abs(array.astype(np.int64) - theirs[name]).max(initial=0) <= 1, name
+    assert not graphopt.run_pipeline(qat, "qat{epochs=0}", data=sample).records[0].changed

@@ -76,8 +76,8 @@ def check_pass(pipeline: str | Pass, *, max_nodes: int = 12, **settings_override
 @dataclass
 class GoldenCase:
     """A golden test case: `# pipeline: P`, optionally `# calibration: inputs` (the pipeline gets the
-    case's own inputs as its one calibration sample, for passes that score on data), the input
-    graph, a `# expected` line, the expected graph."""
+    case's own inputs as its one calibration and training sample, for passes that score or train on
+    data), the input graph, a `# expected` line, the expected graph."""
 
     pipeline: str
     source: str
@@ -91,7 +91,8 @@ class GoldenCase:
                 for v in graph.inputs]
 
     def options(self, graph: Graph) -> dict[str, Any]:
-        return {"calibration": [tuple(self.inputs(graph))]} if self.calibrated else {}
+        sample = [tuple(self.inputs(graph))]
+        return {"calibration": sample, "data": sample} if self.calibrated else {}
 
 
 def parse_golden(text: str) -> GoldenCase:
