@@ -225,11 +225,17 @@ def onnx_dims(shape: Sequence[Dim]) -> list[int | str]:
     return [d if isinstance(d, int) else str(d) for d in shape]
 
 
-def to_onnx(graph: Graph, path: str | os.PathLike[str] | None = None, *, opset: int = OPSET) -> onnx.ModelProto:
+def to_onnx(graph: Graph, path: str | os.PathLike[str] | None = None, *, opset: int = OPSET,
+            packed: bool = False) -> onnx.ModelProto:
     """Lower `graph` to ONNX; with `path`, also write it there atomically (weights over 1 GiB go to a
-    side `<name>.data` file)."""
+    side `<name>.data` file). `packed` stores ternary / binary / 4-bit weights in INT2 / INT4 (opset
+    25): a smaller file, the same int8 kernels (backends/onnx_packing.py)."""
     expect_type(graph, Graph, "to_onnx's graph")
     model = OnnxEmitter(graph).build(opset)
+    if packed:
+        from graphopt.backends.onnx_packing import pack_weights
+
+        model, _ = pack_weights(model)
     big = sum(t.ByteSize() for t in model.graph.initializer) > EXTERNAL_DATA_BYTES
     if not big:
         onnx.checker.check_model(model)

@@ -10,9 +10,16 @@ the ternary-weight-network threshold, mean |w| for binary); then the model train
 model it received (the teacher) on `data=` with the rounding's gradient passed straight through and
 the scales learned as in LSQ. The result is exported exactly as `quantize` exports: int8 weights behind
 dequantize nodes, int32 biases, Q/DQ pairs with the learned scales, so the fusion check, the
-report and the integer interpreter apply unchanged. Ternary and binary weights are stored int8
-(|q| <= 1), with the size of int8: ONNX has no packed 2-bit or 1-bit type ONNX Runtime's int8
-kernels read. `epochs=0` exports the starting point: post-training rounding at those bits.
+report and the integer interpreter apply unchanged. Ternary and binary weights are int8 (|q| <= 1)
+in the graph, which ONNX Runtime's int8 kernels run; `to_onnx(packed=True)` stores them in INT2 and
+4-bit ones in INT4 behind a Cast that ONNX Runtime folds at load (a smaller file, the same int8
+kernels; ONNX has no 1-bit type, so binary takes 2 bits).
+`epochs=0` exports the starting point: post-training rounding at those bits.
+
+`size=MB` mixes widths per layer: each layer may take weight-bits or any wider width up to float;
+every (layer, width) is measured alone (output SQNR with only that weight rounded), and the greedy
+walk of quantize's size budget (graphopt.quant.bit_widths.widen) widens the layer that removes the
+most noise per byte until the packed parameters fill the budget; then all of them train together.
 
 Batch norm must be folded first (`fold-bn`): the folded weights are what gets quantized.
 
@@ -35,9 +42,11 @@ from graphopt.ir.types import DType
 from graphopt.ir.value import Value
 from graphopt.ops.quant import DEQUANTIZE_OPS, quant_range, quantize
 from graphopt.pipeline import Contract, Pass, PassContext, PassResult, option, register_pass
+from graphopt.progress import progress
+from graphopt.quant.bit_widths import FLOAT, fixed_bytes, weight_bytes, widen
 from graphopt.quant.calibration import Calibration
 from graphopt.quant.observers import METHODS, QParams, clipped_scales, symmetric_scales
-from graphopt.quant.placement import TARGETS, Plan, candidate_layers, plan, profile
+from graphopt.quant.placement import TARGETS, Plan, Profile, candidate_layers, plan, profile
 from graphopt.quant.quantizer import (
     Scheme,
     SchemeOptions,
@@ -48,9 +57,13 @@ from graphopt.quant.quantizer import (
     insert_after,
     weight_key,
 )
+from graphopt.quant.runner import Runner
+from graphopt.quant.sensitivity import RANKING_SAMPLES, sqnr_db
 from graphopt.report import training_section
 
-BOUNDS = {"8": 0, "4": 7, "ternary": 1, "binary": 1}  # |q| of the weights (0: the target's int8 bound)
+BOUNDS = {"binary": 1, "ternary": 1, "4": 7, "8": 0}  # |q| of the weights (0: the target's int8 bound), narrow first
+WIDTHS = (*BOUNDS, "float")
+STORED_BITS = {"binary": 2, "ternary": 2, "4": 4, "8": 8, "float": FLOAT}  # to_onnx(packed=True): INT2, INT4, int8
 
 
 @dataclass
@@ -66,16 +79,25 @@ class QatSummary:
     gradient_bytes: float = 0.0
     validation: list[float] = field(default_factory=list)
     stopped_early: bool = False
+    widths: dict[str, str] = field(default_factory=dict)  # layer -> width, where size= chose them
+    size_mb: float = 0.0  # the parameters at those widths, packed
+
+    def width_line(self) -> str:
+        counts = {w: sum(1 for v in self.widths.values() if v == w) for w in WIDTHS}
+        mix = ", ".join(f"{n} {w}{'-bit' if w.isdigit() else ''}" for w, n in counts.items() if n)
+        return f"widths under the size budget: {mix}; {self.size_mb:.4f} MB of parameters packed " \
+               "(to_onnx(packed=True); int8 storage keeps 8 bits a weight)"
 
     def section(self, report: Path) -> list[str]:
         return training_section(report, self, "Quantization-aware training", "qat",
                                 [f"quantized: {self.layers} layer(s), {self.tensors} activation tensor(s); "
-                                 f"target {self.target}"])
+                                 f"target {self.target}", *([self.width_line()] if self.widths else [])])
 
     def line(self) -> str:
         trained = f"; loss {self.losses[0]:.4g} -> {self.losses[-1]:.4g} in {len(self.losses)} epoch(s) x " \
                   f"{self.world_size} process(es), {self.seconds:.1f} s" if self.losses else "; not trained (epochs=0)"
-        return f"qat: {self.layers} layer(s) and {self.tensors} activation(s) quantized on {self.target}{trained}"
+        widths = f"; {self.width_line()}" if self.widths else ""
+        return f"qat: {self.layers} layer(s) and {self.tensors} activation(s) quantized on {self.target}{trained}{widths}"
 
 
 @register_pass
@@ -93,6 +115,7 @@ class Qat(Pass, TrainingOptions):
     percentile: float = option(99.999, low=50, high=100, low_open=True)
     skip: tuple[str, ...] = ()
     target: str = option("auto", choices=TARGETS)
+    size: float = option(0.0, low=0)  # MB, packed; each layer's width, from weight-bits up to float, chosen to fit
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         from graphopt.backends.torch_train import record_history, train
@@ -116,10 +139,14 @@ class Qat(Pass, TrainingOptions):
         if not layers:
             return PassResult(False, details=summary)
         stats = None if scheme.weight_only else calibration.statistics(graph)
+        widths = {id(n): self.weight_bits for n in layers}
+        if self.size:
+            widths = self._widths(graph, layers, calibration.samples, target, scheme, summary)
+            layers = [n for n in layers if widths[id(n)] != "float"]
         chosen = plan(graph, layers, target)
         teacher = ctx.get("teacher") if ctx.get("teacher") is not None else graph.clone()
         student, mapping = graph.clone_with_mapping()
-        weight_scales = _fake_quantize_weights(student, mapping, chosen, scheme, self.weight_bits == "binary")
+        weight_scales = _fake_quantize_weights(student, mapping, chosen, scheme, widths, target.weight_max)
         activation_scales = _fake_quantize_activations(student, mapping, chosen, scheme, stats)
         summary.layers, summary.tensors = len(weight_scales), len(activation_scales)
         if self.epochs:
@@ -128,13 +155,52 @@ class Qat(Pass, TrainingOptions):
         for p in graph.parameters:  # the trained weights and biases
             p.data = mapping[id(p)].data
         cache: WeightCache = {}
-        for layer, scale in weight_scales.items():
-            cache_learned_weight(cache, layer, np.exp2(scale.data), scheme,  # type: ignore[arg-type]
-                                 self.weight_bits == "binary")
+        for layer, scale in weight_scales.items():  # apply_plan finds each under the scheme's key, at its own width
+            cache[weight_key(layer, scheme)] = (layer.operands[1].data,  # type: ignore[assignment]
+                                                *_rounded(layer, np.exp2(scale.data), scheme,  # type: ignore[arg-type]
+                                                          widths[id(layer)], target.weight_max))
         fixed = {v: QParams(float(np.exp2(s.data)), zp, dtype)  # type: ignore[arg-type]
                  for v, (s, zp, dtype) in activation_scales.items()}
         apply_plan(graph, chosen, scheme, stats, cache=cache, fixed=fixed)
         return PassResult(True, details=summary)
+
+    def _widths(self, graph: Graph, layers: list[Node], samples: list[tuple[np.ndarray, ...]], target: Profile,
+                scheme: Scheme, summary: QatSummary) -> dict[int, str]:
+        """Each layer's width (by id) under the size budget: every width's output noise measured with
+        only that layer's weight rounded there (post-training, weights alone: activations are 8-bit at
+        every width), then the greedy walk of bit_widths from the narrowest."""
+        nodes = list(graph)
+        index = {id(n): i for i, n in enumerate(nodes)}
+        tables = [n for n in layers if n.op in target.tables]
+        learned = [index[id(n)] for n in layers if n.op not in target.tables]
+        options = {i: WIDTHS[WIDTHS.index(self.weight_bits):] for i in learned}
+        cost = {(i, w): weight_bytes(nodes[i], STORED_BITS[w], 0) for i in learned for w in options[i]}
+        runner = Runner(graph)
+        picked = samples[:RANKING_SAMPLES]
+        reference = [runner.run(*s)[0] for s in picked]
+        noise = {(i, "float"): 0.0 for i in learned}
+        trials = [(i, w) for i in learned for w in options[i] if w != "float"]
+        per_channel = scheme.weights == "per-channel"
+        for i, w in progress(trials, len(trials), "qat width sensitivity"):
+            layer = nodes[i]
+            data = layer.operands[1].data
+            axis = channel_axis(layer) if per_channel else None
+            bound = BOUNDS[w] or target.weight_max
+            start = _initial_weight_scales(data, axis, bound, w == "binary")  # type: ignore[arg-type]
+            q, view = _rounded(layer, start, scheme, w, target.weight_max)
+            rounded = {id(layer.operands[1]): q.astype(np.float32) * view}
+            sqnr = min(sqnr_db(r, runner.run(*s, weights=rounded)[0]) for r, s in zip(reference, picked))
+            noise[i, w] = 10 ** (-sqnr / 10)
+        start = {i: options[i][0] for i in learned}
+        used = fixed_bytes(graph, [nodes[i] for i in learned], tables, scheme) + \
+            sum(cost[i, w] for i, w in start.items())
+        if used > self.size * 1e6:
+            raise GraphoptError(f"qat: size={self.size:g} MB is below the {used / 1e6:.4f} MB the model takes with every "
+                                f"layer at weight-bits={self.weight_bits} (packed); raise size or narrow weight-bits")
+        summary.size_mb, bits = widen(options, cost, noise, start, used, self.size * 1e6)[-1]
+        summary.size_mb /= 1e6
+        summary.widths = {nodes[i].loc or f"{nodes[i].op}#{i}": w for i, w in bits.items()}
+        return {id(nodes[i]): w for i, w in bits.items()} | {id(n): self.weight_bits for n in tables}
 
 
 def _initial_weight_scales(data: np.ndarray, axis: int | None, bound: int, binary: bool) -> np.ndarray:
@@ -149,9 +215,9 @@ def _initial_weight_scales(data: np.ndarray, axis: int | None, bound: int, binar
 
 
 def _fake_quantize_weights(student: Graph, mapping: dict[int, Value], chosen: Plan, scheme: Scheme,
-                           binary: bool) -> dict[Node, Value]:
-    """A fake-quantize node on each planned layer's weight in `student`; the layers (of the original
-    graph) and their scale parameters (of `student`)."""
+                           widths: dict[int, str], weight_max: int) -> dict[Node, Value]:
+    """A fake-quantize node on each planned layer's weight in `student`, at the layer's width (by id);
+    the layers (of the original graph) and their scale parameters (of `student`)."""
     scales: dict[Node, Value] = {}
     done: dict[int, Value] = {}  # a shared weight fake-quantized once
     per_channel = scheme.weights == "per-channel"
@@ -163,10 +229,11 @@ def _fake_quantize_weights(student: Graph, mapping: dict[int, Value], chosen: Pl
         node = mapping[id(layer.result)].producer
         assert node is not None
         if id(weight) not in done:
-            start = _initial_weight_scales(weight.data, axis, scheme.weight_bound, binary)
+            binary, bound = widths[id(layer)] == "binary", BOUNDS[widths[id(layer)]] or weight_max
+            start = _initial_weight_scales(weight.data, axis, bound, binary)
             scale = student.add_parameter(np.log2(start), f"{weight.name}_qat_log2_scale")
             op, attrs = ("fake_binarize", {"axis": axis}) if binary else \
-                ("fake_quantize", {"quant_min": -scheme.weight_bound, "quant_max": scheme.weight_bound, "axis": axis})
+                ("fake_quantize", {"quant_min": -bound, "quant_max": bound, "axis": axis})
             done[id(weight)] = student.create(op, [mapping[id(weight)], scale], attrs, loc=layer.loc,
                                               before=node).result
         node.set_operand(1, done[id(weight)])
@@ -202,12 +269,14 @@ def _fake_quantize_activations(student: Graph, mapping: dict[int, Value], chosen
     return out
 
 
-def cache_learned_weight(cache: WeightCache, layer: Node, scales: np.ndarray, scheme: Scheme, binary: bool) -> None:
-    """The layer's int8 weight at its learned scales (binary: the signs), where apply_plan looks
-    weights up."""
+def _rounded(layer: Node, scales: np.ndarray, options: SchemeOptions, width: str,
+             weight_max: int) -> tuple[np.ndarray, np.ndarray]:
+    """The layer's weight in int8 at `width` and `scales` (binary: the signs), and the scales shaped
+    to broadcast against it."""
     data = layer.operands[1].data
     assert data is not None
-    view = channel_view(layer, scales) if scheme.weights == "per-channel" else scales
-    q = np.where(data >= 0, 1, -1).astype(np.int8) if binary else \
-        quantize(data, view, 0, DType.int8, -scheme.weight_bound, scheme.weight_bound)
-    cache[weight_key(layer, scheme)] = (data, q, view)
+    view = channel_view(layer, scales) if options.weights == "per-channel" else scales
+    bound = BOUNDS[width] or weight_max
+    q = np.where(data >= 0, 1, -1).astype(np.int8) if width == "binary" else \
+        quantize(data, view, 0, DType.int8, -bound, bound)
+    return q, view

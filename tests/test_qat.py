@@ -7,6 +7,7 @@ input is refused with what to do."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -122,6 +123,51 @@ def test_fake_quantize_and_binarize_lower_to_onnx_as_the_interpreter_computes_th
     session = ort.InferenceSession(str(tmp_path / "fq.onnx"), providers=["CPUExecutionProvider"])
     for got, want in zip(session.run(None, {"x": data}), interpret(g, data)):
         np.testing.assert_array_equal(got, want)
+
+
+def test_a_size_budget_mixes_widths_and_packed_storage_holds_it(digits, tmp_path) -> None:
+    """size= picks per-layer widths whose packed parameters fit, the widths are what the export holds,
+    and to_onnx(packed=True) stores them in INT2 / INT4 (smaller file, the same kernels and outputs)."""
+    graph, data, x, y = digits
+    floats = sum(p.data.nbytes for p in graph.parameters)
+    pipeline = "qat{epochs=2,weight-bits=binary,size=0.003,lr=0.005,batch-size=32}"
+    result = graphopt.run_pipeline(graph, pipeline, data=data[:256])
+    summary = result.records[-1].details
+    assert summary.size_mb <= 0.003 < floats / 1e6
+    assert len(summary.widths) == 3 and len(set(summary.widths.values())) > 1, summary.widths
+    assert "widths under the size budget" in summary.line()
+    levels = {p.name.removesuffix(".weight.int8"): int(np.abs(p.data).max()) for p in result.graph.parameters
+              if p.name.endswith(".weight.int8")}
+    bounds = {"binary": 1, "ternary": 1, "4": 7}
+    for layer, width in summary.widths.items():
+        if width in bounds:
+            assert levels[layer] <= bounds[width], (layer, width, levels)
+        elif width == "float":
+            assert layer not in levels
+    assert accuracy(result.graph, x, y) > 0.8
+    plain, packed = tmp_path / "int8.onnx", tmp_path / "packed.onnx"
+    graphopt.to_onnx(result.graph, plain)
+    graphopt.to_onnx(result.graph, packed, packed=True)
+    assert packed.stat().st_size < plain.stat().st_size
+    assert check_fusion(packed).unfused == [], check_fusion(packed).markdown()  # the Casts fold: int8 kernels
+    stored = {t.name.split(".weight.int8")[0]: t.data_type for t in onnx.load(packed).graph.initializer
+              if ".weight.int8" in t.name}
+    types = {"binary": onnx.TensorProto.INT2, "ternary": onnx.TensorProto.INT2, "4": onnx.TensorProto.INT4,
+             "8": onnx.TensorProto.INT8}
+    assert stored == {layer: types[w] for layer, w in summary.widths.items() if w != "float"}, stored
+    outputs = []
+    for path in (plain, packed):
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        outputs.append(session.run(None, {session.get_inputs()[0].name: x[:64]})[0])
+    want = interpret(result.graph, x[:64])[0]
+    for got in outputs:
+        np.testing.assert_allclose(got, want, atol=0.05 * float(np.abs(want).max()))
+
+
+def test_a_size_below_the_narrowest_widths_is_refused(digits) -> None:
+    graph, data, _, _ = digits
+    with pytest.raises(graphopt.GraphoptError, match="raise size or narrow weight-bits"):
+        graphopt.run_pipeline(graph, "qat{epochs=0,weight-bits=8,size=0.001}", data=data[:16])
 
 
 @pytest.mark.parametrize(("pipeline", "data", "message"), [

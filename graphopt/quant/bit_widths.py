@@ -9,8 +9,9 @@ plot, and the chosen mix is measured on every sample."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from graphopt.errors import GraphoptError
 from graphopt.ir.graph import Graph
@@ -21,6 +22,7 @@ from graphopt.quant.sensitivity import RANKING_SAMPLES, Evaluator
 
 FLOAT = 32
 FRONTIER_POINTS = 6  # measured sizes along the walk, besides the chosen one
+W = TypeVar("W")  # a width: bits, or qat's names
 
 
 @dataclass(frozen=True)
@@ -32,13 +34,13 @@ class BitWidths:
 
 
 def weight_bytes(layer: Node, bits: int, group: int) -> int:
-    """The stored size of the layer's weight at `bits`: float32, or int8 / two int4 a byte with a
-    float scale per group of `group` inputs (0: per output channel, or a lookup table's row)."""
+    """The stored size of the layer's weight at `bits`: float32, or 8, 4 or 2 bits a value packed, with
+    a float scale per group of `group` inputs (0: per output channel, or a lookup table's row)."""
     count = int(layer.operands[1].data.size)  # type: ignore[union-attr]
     if bits == FLOAT:
         return 4 * count
     scales = 4 * (count // group if group else int(layer.operands[1].shape[0]))  # type: ignore[arg-type]
-    return (count if bits == 8 else count // 2) + scales
+    return -(-count * bits // 8) + scales
 
 
 def widths(layer: Node, narrowest: int, weight_only: bool, group: int) -> tuple[int, ...]:
@@ -69,8 +71,22 @@ def choose_bit_widths(evaluator: Evaluator, layers: Sequence[int], size_mb: floa
         raise GraphoptError(f"quantize: size={size_mb:g} MB is below the {used / 1e6:.2f} MB the model takes with every "
                             f"layer at its narrowest width ({scheme.weight_bits} bits"
                             f"{', weight-only' if scheme.weight_only else ''}); raise size{hint}")
+    walk = widen(options, cost, noise, bits, used, budget)
+    used, bits = walk[-1]
+    picks = sorted({round(k * (len(walk) - 1) / FRONTIER_POINTS) for k in range(FRONTIER_POINTS)})
+    frontier = [(walk[k][0] / 1e6, _sqnr(evaluator, walk[k][1], tables))
+                for k in progress(picks, len(picks), "size frontier")]
+    frontier.append((used / 1e6, _sqnr(evaluator, bits, tables)))
+    return BitWidths(bits, used / 1e6, frontier[-1][1], frontier)
+
+
+def widen(options: Mapping[int, Sequence[W]], cost: Mapping[tuple[int, W], int], noise: Mapping[tuple[int, W], float],
+          start: Mapping[int, W], used: int, budget: float) -> list[tuple[int, dict[int, W]]]:
+    """The greedy walk from `start` (`used` bytes): widen, each time, the layer whose next width removes
+    the most noise per byte added, while it fits `budget`; every (bytes, widths) along the way."""
+    bits = dict(start)
     walk = [(used, dict(bits))]
-    while True:  # widen the layer that removes the most noise per byte, while it fits
+    while True:
         moves = []
         for i, b in bits.items():
             k = options[i].index(b)
@@ -80,15 +96,10 @@ def choose_bit_widths(evaluator: Evaluator, layers: Sequence[int], size_mb: floa
                 if used + extra <= budget:
                     moves.append(((noise[i, b] - noise[i, wider]) / max(extra, 1), i, wider, extra))
         if not moves:
-            break
-        _, i, bits[i], extra = max(moves)
+            return walk
+        _, i, bits[i], extra = max(moves, key=lambda m: (m[0], m[1]))
         used += extra
         walk.append((used, dict(bits)))
-    picks = sorted({round(k * (len(walk) - 1) / FRONTIER_POINTS) for k in range(FRONTIER_POINTS)})
-    frontier = [(walk[k][0] / 1e6, _sqnr(evaluator, walk[k][1], tables))
-                for k in progress(picks, len(picks), "size frontier")]
-    frontier.append((used / 1e6, _sqnr(evaluator, bits, tables)))
-    return BitWidths(bits, used / 1e6, frontier[-1][1], frontier)
 
 
 def _sqnr(evaluator: Evaluator, bits: dict[int, int], tables: Sequence[int]) -> float:

@@ -9,7 +9,7 @@ oracle the tests compare this runner to)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -75,6 +75,7 @@ class Runner:
         declared = {v.name for v in model.graph.input}
         self._weights = {emitter.name(p): np.ascontiguousarray(p.data) for p in self.graph.parameters
                          if emitter.name(p) in declared}
+        self._weight_names = {id(p): emitter.name(p) for p in self.graph.parameters if emitter.name(p) in declared}
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)  # torchrun: 1 a process
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
@@ -83,12 +84,24 @@ class Runner:
         self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         self._names = outputs
 
-    def run(self, *inputs: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def run(self, *inputs: np.ndarray, weights: Mapping[int, np.ndarray] | None = None,
+            ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """`weights` (arrays by id of a parameter) run in place of those parameters' data, for
+        searches that try one weight at a time without building a model each."""
         if self.session is None:
-            interp = _Capturing(self.graph, self.observed)
+            graph, observed = self.graph, self.observed
+            if weights:
+                graph, mapping = self.graph.clone_with_mapping()
+                observed = [mapping[id(v)] for v in self.observed]
+                for p in self.graph.parameters:
+                    if id(p) in weights:
+                        mapping[id(p)].data = weights[id(p)]
+            interp = _Capturing(graph, observed)
             outputs = interp.run(*inputs)
-            return outputs, [interp.seen[id(v)] for v in self.observed]
+            return outputs, [interp.seen[id(v)] for v in observed]
         feeds = dict(self._weights)
+        feeds.update((self._weight_names[k], np.ascontiguousarray(a)) for k, a in (weights or {}).items()
+                     if k in self._weight_names)
         feeds.update(zip(self._inputs, inputs))
         arrays = dict(zip(self._names, self.session.run(self._names, feeds)))
         return [arrays[n] for n in self._names[:self._count]], [arrays[n] for n in self._fetch]
