@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import ml_dtypes
-import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper, version_converter
 

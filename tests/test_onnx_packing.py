@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
-import pytest
 from graphopt.backends.onnx_packing import pack_weights
 from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import graphopt
@@ -23,10 +23,10 @@ def run(model: onnx.ModelProto, inputs: list[np.ndarray]) -> list[np.ndarray]:
 
 
 @settings(max_examples=25, deadline=None)
-@given(graphs_with_inputs(max_nodes=8, ops=LAYER_OPS), pytest_bits := __import__("hypothesis").strategies.sampled_from(
-    [("ternary", TensorProto.INT2), ("4", TensorProto.INT4)]))
-def test_packing_is_lossless_and_narrows_every_low_bit_weight(case, pytest_bits) -> None:
-    (graph, inputs), (bits, narrow) = case, pytest_bits
+@given(graphs_with_inputs(max_nodes=8, ops=LAYER_OPS), st.sampled_from([("ternary", TensorProto.INT2),
+                                                                       ("4", TensorProto.INT4)]))
+def test_packing_is_lossless_and_narrows_every_low_bit_weight(case, width) -> None:
+    (graph, inputs), (bits, narrow) = case, width
     folded = graphopt.run_pipeline(graph, "fold-bn").graph
     assume(not any(n.op == "batch_norm" for n in folded))
     quantized = graphopt.run_pipeline(folded, f"qat{{epochs=0,weight-bits={bits}}}", data=[tuple(inputs)]).graph
@@ -38,7 +38,7 @@ def test_packing_is_lossless_and_narrows_every_low_bit_weight(case, pytest_bits)
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     read = {n.input[0] for n in model.graph.node if n.op_type in ("DequantizeLinear", "Transpose")}
     fits = {name for name in read if name in inits and inits[name].dtype == np.int8
-            and inits[name].size and -8 <= inits[name].min() and inits[name].max() <= 7}
+            and inits[name].size and inits[name].min() >= -8 and inits[name].max() <= 7}
     assert {name for name in fits if name.endswith(".int8")} >= {p.name for p in quantized.parameters
                                                                   if p.name.endswith(".int8") and p.data.ndim > 1}
     kinds = {t.name: t.data_type for t in packed.graph.initializer}
