@@ -30,7 +30,8 @@ class Packing:
 
 def pack_weights(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Packing]:
     """A copy of `model` at opset PACKED_OPSET (or its own, if later) with every int8 weight initializer
-    whose values fit INT2 or INT4 stored so, behind a Cast to int8; `model` itself is left as it was."""
+    whose values fit INT2 or INT4 stored so, behind a Cast to int8, where that makes the file smaller;
+    `model` itself is left as it was."""
     packed = _at_packed_opset(model)
     graph = packed.graph
     inits = {t.name: t for t in graph.initializer}
@@ -48,10 +49,13 @@ def pack_weights(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Packing]:
         if fit is None:
             continue
         narrow = numpy_helper.from_array(values.astype(fit[1]), f"{name}.packed_int{fit[0]}")
-        before, after = before + weight.ByteSize(), after + narrow.ByteSize()
+        cast = helper.make_node("Cast", [narrow.name], [name], name=f"{name}/unpack", to=TensorProto.INT8)
+        if narrow.ByteSize() + cast.ByteSize() >= weight.ByteSize():  # a few values: the names cost more
+            continue
+        before, after = before + weight.ByteSize(), after + narrow.ByteSize() + cast.ByteSize()
         graph.initializer.remove(weight)
         graph.initializer.append(narrow)
-        unpack.append(helper.make_node("Cast", [narrow.name], [name], name=f"{name}/unpack", to=TensorProto.INT8))
+        unpack.append(cast)
         bits[name] = fit[0]
     nodes = [*unpack, *graph.node]  # they read only initializers: first keeps the graph in order
     del graph.node[:]
