@@ -6,6 +6,10 @@ folded), two sections:
   the 397 held-out images. Post-training rows: `quantize{budget=0}` for int8 and 4-bit (W4A8; nearest
   and AdaRound), `qat{epochs=0}` (the starting point: rounded to nearest, or the signs) for ternary
   and binary.
+- budget: `qat{size=MB}` from binary up (each layer's width, binary / ternary / 4 / 8 bits / float,
+  chosen by its measured noise to fit the budget) at fractions of the fp32 parameter bytes, beside
+  QAT at one width for every layer: ONNX file size plain and `to_onnx(packed=True)` (INT2 / INT4), and
+  test accuracy.
 - clusters: `cluster{clusters=16}` (k-means weight sharing) with and without fine-tuning, and after
   50% unstructured sparsity (`sparsify{ratio=0.5,scope=global}`): ONNX file size and test accuracy.
 - calibration: resnet18's calibration statistics on 32 natural-statistics images in 1 and in 2
@@ -13,7 +17,7 @@ folded), two sections:
 - gradients: ternary `qat` on 2 torchrun processes (gloo, loopback, a core each) with fp32 and with
   int8 gradients (`gradient-bits=8`): bytes each process sends a step, and test accuracy.
 
-    python benchmarks/bench_qat.py [--sections widths clusters calibration gradients]"""
+    python benchmarks/bench_qat.py [--sections widths budget clusters calibration gradients]"""
 
 from __future__ import annotations
 
@@ -78,6 +82,40 @@ def widths() -> list[str]:
         if bound is not None:
             targets.append(verdict(f"{bits} QAT within {bound} points of fp32", fp32 - score <= bound / 100 + 1e-9,
                                    f"{100 * (score - fp32):+.1f} points"))
+    return [*lines, "", "Targets:", "", *targets]
+
+
+BUDGET_FRACTIONS = (1 / 12, 1 / 9, 1 / 7, 1 / 5)  # of the fp32 parameter bytes
+
+
+def budget() -> list[str]:
+    graph, samples, accuracy = digits()
+    fp32, floats = accuracy(graph), sum(p.data.nbytes for p in graph.parameters)
+    lines = [f"Digits CNN, fp32 test accuracy {100 * fp32:.1f}%, {floats / 1e3:.1f} kB of fp32 parameters. Sizes: "
+             "the ONNX file as written and with `packed=True` (INT2 for ternary / binary, INT4 for 4-bit; a Cast "
+             "ONNX Runtime folds at load, so the int8 kernels are the same).", "",
+             "| model | widths | s | ONNX kB | packed kB | test accuracy | vs fp32 |", "|---|---|---:|---:|---:|---:|---:|"]
+    runs = [(f"QAT, all {bits}", QAT % (10, bits, 3e-3)) for bits in ("ternary", "4", "8")]
+    runs += [(f"QAT, size={fraction * floats / 1e6:.4f} MB", QAT[:-1] % (10, "binary", 3e-3) +
+              f",size={fraction * floats / 1e6:.4f}}}") for fraction in BUDGET_FRACTIONS]
+    scores = {}
+    for label, pipeline in runs:
+        began = time.perf_counter()
+        result = go.run_pipeline(graph, pipeline, data=samples)
+        seconds = time.perf_counter() - began
+        summary = result.records[-1].details
+        mix = summary.width_line().split(";")[0].removeprefix("widths under the size budget: ") if summary.widths \
+            else "one width"
+        score, packed = accuracy(result.graph), go.to_onnx(result.graph, packed=True).ByteSize()
+        scores[label] = (score, packed)
+        lines.append(f"| {label} | {mix} | {seconds:.1f} | {go.to_onnx(result.graph).ByteSize() / 1e3:.1f} | "
+                     f"{packed / 1e3:.1f} | {100 * score:.1f} | {100 * (score - fp32):+.1f} |")
+        print(lines[-1], flush=True)
+    ternary = scores["QAT, all ternary"]
+    beaten = [label for label, (score, size) in scores.items() if "size=" in label and size <= 1.25 * ternary[1]
+              and score >= ternary[0]]
+    targets = [verdict("a size budget within 1.25x all-ternary's packed file is at least as accurate", bool(beaten),
+                       ", ".join(beaten) or "none")]
     return [*lines, "", "Targets:", "", *targets]
 
 
@@ -182,7 +220,7 @@ def worker(bits: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sections = {"widths": widths, "clusters": clusters, "calibration": calibration, "gradients": gradients}
+    sections = {"widths": widths, "budget": budget, "clusters": clusters, "calibration": calibration, "gradients": gradients}
     parser.add_argument("--sections", nargs="*", choices=tuple(sections), default=list(sections))
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--calibrate", action="store_true", help=argparse.SUPPRESS)
