@@ -104,8 +104,7 @@ def budget() -> list[str]:
         result = go.run_pipeline(graph, pipeline, data=samples)
         seconds = time.perf_counter() - began
         summary = result.records[-1].details
-        mix = summary.width_line().split(";")[0].removeprefix("widths under the size budget: ") if summary.widths \
-            else "one width"
+        mix = summary.width_mix() if summary.widths else "one width"
         score, packed = accuracy(result.graph), go.to_onnx(result.graph, packed=True).ByteSize()
         scores[label] = (score, packed)
         lines.append(f"| {label} | {mix} | {seconds:.1f} | {go.to_onnx(result.graph).ByteSize() / 1e3:.1f} | "

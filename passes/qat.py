@@ -82,10 +82,13 @@ class QatSummary:
     widths: dict[str, str] = field(default_factory=dict)  # layer -> width, where size= chose them
     size_mb: float = 0.0  # the parameters at those widths, packed
 
-    def width_line(self) -> str:
+    def width_mix(self) -> str:
+        """How many layers took each width, e.g. '2 ternary, 1 8-bit, 1 float'."""
         counts = {w: sum(1 for v in self.widths.values() if v == w) for w in WIDTHS}
-        mix = ", ".join(f"{n} {w}{'-bit' if w.isdigit() else ''}" for w, n in counts.items() if n)
-        return f"widths under the size budget: {mix}; {self.size_mb:.4f} MB of parameters packed " \
+        return ", ".join(f"{n} {w}{'-bit' if w.isdigit() else ''}" for w, n in counts.items() if n)
+
+    def width_line(self) -> str:
+        return f"widths under the size budget: {self.width_mix()}; {self.size_mb:.4f} MB of parameters packed " \
                "(to_onnx(packed=True); int8 storage keeps 8 bits a weight)"
 
     def section(self, report: Path) -> list[str]:
@@ -185,8 +188,7 @@ class Qat(Pass, TrainingOptions):
             layer = nodes[i]
             data = layer.operands[1].data
             axis = channel_axis(layer) if per_channel else None
-            bound = BOUNDS[w] or target.weight_max
-            start = _initial_weight_scales(data, axis, bound, w == "binary")  # type: ignore[arg-type]
+            start = _initial_weight_scales(data, axis, _bound(w, target.weight_max), w == "binary")  # type: ignore[arg-type]
             q, view = _rounded(layer, start, scheme, w, target.weight_max)
             rounded = {id(layer.operands[1]): q.astype(np.float32) * view}
             sqnr = min(sqnr_db(r, runner.run(*s, weights=rounded)[0]) for r, s in zip(reference, picked))
@@ -201,6 +203,11 @@ class Qat(Pass, TrainingOptions):
         summary.size_mb /= 1e6
         summary.widths = {nodes[i].loc or f"{nodes[i].op}#{i}": w for i, w in bits.items()}
         return {id(nodes[i]): w for i, w in bits.items()} | {id(n): self.weight_bits for n in tables}
+
+
+def _bound(width: str, weight_max: int) -> int:
+    """|q| of the weights at `width`: the target's int8 bound for 8 bits."""
+    return BOUNDS[width] or weight_max
 
 
 def _initial_weight_scales(data: np.ndarray, axis: int | None, bound: int, binary: bool) -> np.ndarray:
@@ -229,7 +236,7 @@ def _fake_quantize_weights(student: Graph, mapping: dict[int, Value], chosen: Pl
         node = mapping[id(layer.result)].producer
         assert node is not None
         if id(weight) not in done:
-            binary, bound = widths[id(layer)] == "binary", BOUNDS[widths[id(layer)]] or weight_max
+            binary, bound = widths[id(layer)] == "binary", _bound(widths[id(layer)], weight_max)
             start = _initial_weight_scales(weight.data, axis, bound, binary)
             scale = student.add_parameter(np.log2(start), f"{weight.name}_qat_log2_scale")
             op, attrs = ("fake_binarize", {"axis": axis}) if binary else \
@@ -276,7 +283,7 @@ def _rounded(layer: Node, scales: np.ndarray, options: SchemeOptions, width: str
     data = layer.operands[1].data
     assert data is not None
     view = channel_view(layer, scales) if options.weights == "per-channel" else scales
-    bound = BOUNDS[width] or weight_max
+    bound = _bound(width, weight_max)
     q = np.where(data >= 0, 1, -1).astype(np.int8) if width == "binary" else \
         quantize(data, view, 0, DType.int8, -bound, bound)
     return q, view
